@@ -1,0 +1,442 @@
+"""Prometheus metrics of the monitor (the export stage).
+
+Every metric is named ``seqmon_*`` and described once, in :data:`METRICS_DOC`,
+from which :class:`Metrics` builds it; :func:`metrics_table` renders that list
+for the README.  Times are Unix seconds (UTC), durations seconds, reconstruction
+errors dimensionless, percentiles and abnormality 0-100, ratios of anomalies 0-1.
+
+:class:`Metrics` takes its ``CollectorRegistry`` from the caller (tests use a
+fresh one each).  Updates cost O(1) Python operations per batch: the per-record
+error histogram is binned with numpy into a custom collector, because
+``prometheus_client.Histogram`` can only observe one value at a time.
+Nothing here reads a clock except :meth:`Metrics.set_bundle` when no load time is given.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from monitor.window import ClosedWindow
+
+__all__ = ["ERROR_BUCKETS", "METRICS_DOC", "MetricDoc", "Metrics", "metrics_table", "serve"]
+
+
+class MetricDoc(NamedTuple):
+    """One exported metric: exposed name, Prometheus type, label names, help text."""
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+
+
+_T = ("topic",)
+
+METRICS_DOC: tuple[MetricDoc, ...] = (
+    MetricDoc("seqmon_records_consumed_total", "counter", _T, "Records read from Kafka, valid or not."),
+    MetricDoc("seqmon_records_scored_total", "counter", _T, "Records scored by the autoencoder."),
+    MetricDoc(
+        "seqmon_records_invalid_total",
+        "counter",
+        ("topic", "reason"),
+        "Records that could not be decoded or scored, by reason.",
+    ),
+    MetricDoc(
+        "seqmon_records_late_total",
+        "counter",
+        _T,
+        "Scored records whose event-time window had already closed; they count in no window.",
+    ),
+    MetricDoc(
+        "seqmon_anomalies_total",
+        "counter",
+        _T,
+        "Scored records whose reconstruction error exceeded the bundle threshold.",
+    ),
+    MetricDoc(
+        "seqmon_record_error",
+        "histogram",
+        _T,
+        "Per-record reconstruction error (dimensionless); non-finite errors land in +Inf and are left out of the sum.",
+    ),
+    MetricDoc("seqmon_batch_duration_seconds", "histogram", (), "Time to process one consumed batch, seconds."),
+    MetricDoc(
+        "seqmon_windows_closed_total", "counter", _T, "Event-time windows closed, including windows with no records."
+    ),
+    MetricDoc(
+        "seqmon_window_start_timestamp_seconds",
+        "gauge",
+        _T,
+        "Start of the last closed window, Unix seconds (event time).",
+    ),
+    MetricDoc(
+        "seqmon_window_end_timestamp_seconds",
+        "gauge",
+        _T,
+        "End (exclusive) of the last closed window, Unix seconds (event time).",
+    ),
+    MetricDoc(
+        "seqmon_window_closed_timestamp_seconds",
+        "gauge",
+        _T,
+        "Wall-clock time the last window was closed, Unix seconds.",
+    ),
+    MetricDoc("seqmon_window_records", "gauge", _T, "Records counted in the last closed window."),
+    MetricDoc("seqmon_window_weight", "gauge", _T, "Sum of record weights in the last closed window."),
+    MetricDoc(
+        "seqmon_window_mean_error",
+        "gauge",
+        _T,
+        "Weighted mean reconstruction error of the last closed window; NaN if empty.",
+    ),
+    MetricDoc(
+        "seqmon_window_error_quantile",
+        "gauge",
+        ("topic", "quantile"),
+        "Weighted reconstruction-error quantile of the last closed window (sketch accuracy); NaN if empty.",
+    ),
+    MetricDoc(
+        "seqmon_window_anomaly_ratio",
+        "gauge",
+        _T,
+        "Weighted share of anomalous records in the last closed window, 0-1; NaN if empty.",
+    ),
+    MetricDoc(
+        "seqmon_window_mean_percentile",
+        "gauge",
+        _T,
+        "Weighted mean percentile rank (0-100) of the last closed window's errors among the bundle's "
+        "reference errors; NaN if empty.",
+    ),
+    MetricDoc(
+        "seqmon_window_abnormality",
+        "gauge",
+        _T,
+        "100 x probability that an error of the last closed window exceeds one of the window before "
+        "(50 = unchanged), 0-100; NaN if either window is empty or there is none before.",
+    ),
+    MetricDoc(
+        "seqmon_window_mean_error_ratio",
+        "gauge",
+        _T,
+        "Weighted mean error of the last closed window / that of the window before; NaN if undefined.",
+    ),
+    MetricDoc(
+        "seqmon_window_mean_error_percentile_in_previous",
+        "gauge",
+        _T,
+        "Weighted share (0-100) of the previous window's errors at or below the last closed window's "
+        "mean error; NaN if undefined.",
+    ),
+    # "windows" (plural) marks sums over all closed windows; a counter named
+    # seqmon_window_weight_total would be family seqmon_window_weight, clashing with the gauge.
+    MetricDoc(
+        "seqmon_windows_weight_total",
+        "counter",
+        _T,
+        "Sum of record weights over all closed windows, for fleet-wide weighted means.",
+    ),
+    MetricDoc(
+        "seqmon_windows_weighted_error_total",
+        "counter",
+        _T,
+        "Sum of weight x reconstruction error over all closed windows; divide by seqmon_windows_weight_total.",
+    ),
+    MetricDoc(
+        "seqmon_consumer_lag_records",
+        "gauge",
+        ("topic", "partition"),
+        "Records between the consumer position and the end of the partition.",
+    ),
+    MetricDoc(
+        "seqmon_bundle_info", "gauge", ("content_hash", "created_at", "path"), "Model bundle in use (value always 1)."
+    ),
+    MetricDoc(
+        "seqmon_bundle_load_timestamp_seconds",
+        "gauge",
+        (),
+        "Wall-clock time the current model bundle was loaded, Unix seconds.",
+    ),
+    MetricDoc("seqmon_bundle_reloads_total", "counter", ("result",), "Model bundle reload attempts, by result."),
+    MetricDoc("seqmon_checkpoints_total", "counter", (), "State checkpoints written."),
+    MetricDoc(
+        "seqmon_last_checkpoint_timestamp_seconds",
+        "gauge",
+        (),
+        "Wall-clock time of the last state checkpoint, Unix seconds.",
+    ),
+)
+
+_DOCS = {doc.name: doc for doc in METRICS_DOC}
+
+# Half-decades from 1e-6 to 1, rounded to 3 significant digits so the `le`
+# labels stay readable (1e-06, 3.16e-06, ..., 0.316, 1.0).
+ERROR_BUCKETS: tuple[float, ...] = tuple(float(f"{10 ** (k / 2):.3g}") for k in range(-12, 1))
+
+_BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+_QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+
+
+def metrics_table() -> str:
+    """Markdown table (name, type, labels, help) of every ``seqmon_*`` metric, for the README."""
+    rows = ["| Metric | Type | Labels | Description |", "|---|---|---|---|"]
+    rows += [f"| `{d.name}` | {d.type} | {', '.join(d.labels)} | {d.help} |" for d in METRICS_DOC]
+    return "\n".join(rows) + "\n"
+
+
+@dataclass
+class _Series:
+    """One label set of a :class:`_BatchHistogram`: cumulative bucket counts (last is +Inf) and the sum of values."""
+
+    cumulative: np.ndarray
+    total: float = 0.0
+
+
+class _BatchHistogram(Collector):
+    """Labelled histogram fed whole numpy batches: bucket counts and sums live in arrays."""
+
+    def __init__(self, doc: MetricDoc, bounds: Sequence[float]) -> None:
+        self._doc = doc
+        self._bounds = [float(b) for b in bounds]
+        self._le = [floatToGoString(b) for b in bounds] + ["+Inf"]
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], _Series] = {}
+
+    def observe_batch(self, label_values: tuple[str, ...], values: np.ndarray) -> None:
+        """Add every value of ``values`` to the series ``label_values``."""
+        values = np.asarray(values, dtype=np.float64).ravel()
+        # One vectorized comparison per bound is ~4x faster than np.searchsorted on
+        # unsorted values for a dozen bounds.  NaN compares False, so it only counts in +Inf.
+        cumulative = np.fromiter(
+            (np.count_nonzero(values <= bound) for bound in self._bounds), dtype=np.int64, count=len(self._bounds)
+        )
+        total = float(values.sum())
+        if not math.isfinite(total):
+            # One NaN would poison the sum for the life of the process.
+            total = float(values[np.isfinite(values)].sum())
+        with self._lock:
+            series = self._series.get(label_values)
+            if series is None:
+                series = self._series[label_values] = _Series(np.zeros(len(self._bounds) + 1, dtype=np.int64))
+            series.cumulative[:-1] += cumulative
+            series.cumulative[-1] += values.size
+            series.total += total
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._doc.name, self._doc.help, labels=self._doc.labels)
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            snapshot = [(labels, series.cumulative.tolist(), series.total) for labels, series in self._series.items()]
+        family = self._family()
+        for labels, cumulative, total in snapshot:
+            family.add_metric(list(labels), list(zip(self._le, cumulative, strict=True)), total)
+        yield family
+
+
+class Metrics:
+    """All metrics of one monitor process, registered in ``registry``.
+
+    Parameters
+    ----------
+    registry : CollectorRegistry
+        Where to register; the process-wide ``prometheus_client.REGISTRY`` or a fresh one.
+    process_metrics : bool, default True
+        Also register the process, platform and GC collectors (``process_*``,
+        ``python_*``).  Leave False for ``prometheus_client.REGISTRY``, which
+        already has them.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, process_metrics: bool = True) -> None:
+        self.registry = registry
+        c, g = self._counter, self._gauge
+        self.records_consumed = c("seqmon_records_consumed_total")
+        self.records_scored = c("seqmon_records_scored_total")
+        self.records_invalid = c("seqmon_records_invalid_total")
+        self.records_late = c("seqmon_records_late_total")
+        self.anomalies = c("seqmon_anomalies_total")
+        self.record_error = _BatchHistogram(_DOCS["seqmon_record_error"], ERROR_BUCKETS)
+        registry.register(self.record_error)
+        doc = _DOCS["seqmon_batch_duration_seconds"]
+        self.batch_duration = Histogram(
+            doc.name, doc.help, doc.labels, registry=registry, buckets=_BATCH_SECONDS_BUCKETS
+        )
+
+        self.windows_closed = c("seqmon_windows_closed_total")
+        self.window_start = g("seqmon_window_start_timestamp_seconds")
+        self.window_end = g("seqmon_window_end_timestamp_seconds")
+        self.window_closed_at = g("seqmon_window_closed_timestamp_seconds")
+        self.window_records = g("seqmon_window_records")
+        self.window_weight = g("seqmon_window_weight")
+        self.window_mean_error = g("seqmon_window_mean_error")
+        self.window_error_quantile = g("seqmon_window_error_quantile")
+        self.window_anomaly_ratio = g("seqmon_window_anomaly_ratio")
+        self.window_mean_percentile = g("seqmon_window_mean_percentile")
+        self.window_abnormality = g("seqmon_window_abnormality")
+        self.window_mean_error_ratio = g("seqmon_window_mean_error_ratio")
+        self.window_mean_error_percentile_in_previous = g("seqmon_window_mean_error_percentile_in_previous")
+        self.windows_weight_total = c("seqmon_windows_weight_total")
+        self.windows_weighted_error_total = c("seqmon_windows_weighted_error_total")
+
+        self.consumer_lag = g("seqmon_consumer_lag_records")
+        self.bundle_info = g("seqmon_bundle_info")
+        self.bundle_load_time = g("seqmon_bundle_load_timestamp_seconds")
+        self.bundle_reloads = c("seqmon_bundle_reloads_total")
+        # Both results exist from the start so increase() sees the first failure.
+        for result in ("success", "failure"):
+            self.bundle_reloads.labels(result)
+        self.checkpoints = c("seqmon_checkpoints_total")
+        self.last_checkpoint = g("seqmon_last_checkpoint_timestamp_seconds")
+
+        if process_metrics:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+
+    def _counter(self, name: str) -> Counter:
+        doc = _DOCS[name]
+        return Counter(doc.name, doc.help, doc.labels, registry=self.registry)
+
+    def _gauge(self, name: str) -> Gauge:
+        doc = _DOCS[name]
+        return Gauge(doc.name, doc.help, doc.labels, registry=self.registry)
+
+    # ------------------------------------------------------------------ per batch
+    def record_batch(
+        self,
+        topic: str,
+        consumed: int,
+        scored_errors: np.ndarray,
+        anomalies: int,
+        late: int,
+        invalid_by_reason: Mapping[str, int],
+        duration_s: float | None,
+    ) -> None:
+        """Count one batch of one topic.
+
+        Parameters
+        ----------
+        topic : str
+        consumed : int
+            Records read, valid or not.
+        scored_errors : np.ndarray
+            Reconstruction error of each scored record (dimensionless, >= 0); its
+            size is the number of scored records.
+        anomalies, late : int
+            Scored records flagged anomalous / rejected as late by the windower.
+        invalid_by_reason : Mapping[str, int]
+            Records that could not be scored, per reason.
+        duration_s : float or None
+            Processing time of the batch, seconds.  When one consumed batch spans
+            several topics, pass it with one topic and None with the others.
+        """
+        errors = np.asarray(scored_errors)
+        self.records_consumed.labels(topic).inc(consumed)
+        self.records_scored.labels(topic).inc(errors.size)
+        self.anomalies.labels(topic).inc(anomalies)
+        self.records_late.labels(topic).inc(late)
+        for reason, count in invalid_by_reason.items():
+            self.records_invalid.labels(topic, reason).inc(count)
+        self.record_error.observe_batch((topic,), errors)
+        if duration_s is not None:
+            self.batch_duration.observe(duration_s)
+
+    # ------------------------------------------------------------------ per window
+    def record_closed_window(self, closed_window: ClosedWindow, closed_at_s: float) -> None:
+        """Publish the figures of a window that just closed (NaN figures stay NaN).
+
+        Parameters
+        ----------
+        closed_window : ClosedWindow
+        closed_at_s : float
+            Wall-clock time of closing, Unix seconds.
+        """
+        f = closed_window.figures()
+        topic = f["topic"]
+        self.windows_closed.labels(topic).inc()
+        self.window_start.labels(topic).set(f["start_ms"] / 1000.0)
+        self.window_end.labels(topic).set(f["end_ms"] / 1000.0)
+        self.window_closed_at.labels(topic).set(closed_at_s)
+        self.window_records.labels(topic).set(f["count"])
+        self.window_weight.labels(topic).set(f["weight"])
+        self.window_mean_error.labels(topic).set(f["mean_error"])
+        for label, key in _QUANTILES:
+            self.window_error_quantile.labels(topic, label).set(f[key])
+        self.window_anomaly_ratio.labels(topic).set(f["anomaly_rate"])
+        self.window_mean_percentile.labels(topic).set(f["mean_percentile"])
+        self.window_abnormality.labels(topic).set(f["abnormality"])
+        self.window_mean_error_ratio.labels(topic).set(f["mean_error_ratio"])
+        self.window_mean_error_percentile_in_previous.labels(topic).set(f["mean_error_percentile_in_previous"])
+        # From the raw sums, not mean x weight, which is NaN for an empty window.
+        aggregate = closed_window.aggregate
+        self.windows_weight_total.labels(topic).inc(aggregate.weight)
+        self.windows_weighted_error_total.labels(topic).inc(aggregate.weighted_error)
+
+    # ------------------------------------------------------------------ consumer, bundle, state
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Records not yet consumed in one partition."""
+        self.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    def remove_lag(self, topic: str, partition: int) -> None:
+        """Drop a partition's lag series, e.g. after a rebalance took it away (stale lag would be summed twice)."""
+        try:
+            self.consumer_lag.remove(topic, str(partition))
+        except KeyError:
+            pass
+
+    def set_bundle(self, content_hash: str, created_at: str, path: str, loaded_at_s: float | None = None) -> None:
+        """Describe the bundle now in use, replacing the previous one's labels.
+
+        ``loaded_at_s`` is the load time in Unix seconds; None means now.
+        """
+        self.bundle_info.clear()
+        self.bundle_info.labels(str(content_hash), str(created_at), str(path)).set(1)
+        if loaded_at_s is None:
+            self.bundle_load_time.set_to_current_time()
+        else:
+            self.bundle_load_time.set(loaded_at_s)
+
+    def record_reload(self, success: bool) -> None:
+        """Count one bundle reload attempt."""
+        self.bundle_reloads.labels("success" if success else "failure").inc()
+
+    def record_checkpoint(self, at_s: float) -> None:
+        """Count a checkpoint written at ``at_s`` (Unix seconds)."""
+        self.checkpoints.inc()
+        self.last_checkpoint.set(at_s)
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread.
+
+    ``port`` 0 picks a free port (read it from ``server.server_address[1]``).
+    Stop with ``server.shutdown(); server.server_close(); thread.join()``.
+    """
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return server, thread

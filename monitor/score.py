@@ -1,0 +1,134 @@
+"""Score stage: reconstruction errors, percentile ranks, group scores and explanations. Pure numpy, no TensorFlow.
+
+The autoencoder is a stack of dense layers exported from Keras as ``(kernel, bias, activation)``. Scoring never
+builds the dense input matrix nor, when the output layer is linear, the dense reconstruction:
+
+* the first layer of a sparse input is ``X @ W`` over the few stored values of each row (a sum of weight rows);
+* with a linear output ``y = h @ Wo + bo`` the per-row mean squared error expands to
+  ``(|x|² - 2 x·y + |y|²) / D`` where ``|y|² = h (Wo Woᵀ) hᵀ + 2 h·(Wo bo) + |bo|²`` and ``x·y = (X @ Woᵀ)·h + X @ bo``,
+  so a row costs O(k² + nnz·k) for a last hidden width k instead of O(D·k) for D input places.
+
+Other output activations fall back to the dense reconstruction, chunk by chunk. ``tests/unit/test_keras_parity.py``
+pins both paths to ``model.predict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from monitor.vectorize import Encoded
+
+ACTIVATIONS = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0, out=x),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+}
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    kernel: np.ndarray  # (inputs, units)
+    bias: np.ndarray  # (units,)
+    activation: str
+
+
+class ReconstructionScorer:
+    """Per-row reconstruction error of an autoencoder given as dense layers.
+
+    Works in float64 so the expanded error formula keeps its precision; the weights are small (a few MB).
+    """
+
+    def __init__(self, layers: Sequence[DenseLayer], chunk_rows: int = 16384):
+        if len(layers) < 2:
+            raise ValueError("an autoencoder needs at least two dense layers")
+        for layer in layers:
+            if layer.activation not in ACTIVATIONS:
+                raise ValueError(f"unsupported activation {layer.activation!r}")
+        self.layers = [DenseLayer(np.asarray(l.kernel, np.float64), np.asarray(l.bias, np.float64), l.activation) for l in layers]
+        self.n_features = self.layers[0].kernel.shape[0]
+        out = self.layers[-1]
+        if out.kernel.shape[1] != self.n_features:
+            raise ValueError(f"output width {out.kernel.shape[1]} differs from input width {self.n_features}")
+        self.chunk_rows = chunk_rows
+        self.linear_output = out.activation == "linear"
+        if self.linear_output:
+            self._gram = out.kernel @ out.kernel.T
+            self._kernel_bias = out.kernel @ out.bias
+            self._bias_sq = float(out.bias @ out.bias)
+            self._kernel_t = np.ascontiguousarray(out.kernel.T)
+
+    def errors(self, encoded: Encoded) -> np.ndarray:
+        """Mean squared error per row between the input vector and its reconstruction (float64, ≥ 0)."""
+        if encoded.n_features != self.n_features:
+            raise ValueError(f"encoded width {encoded.n_features} differs from the model's {self.n_features}")
+        x = sp.csr_matrix((encoded.data.astype(np.float64), encoded.indices, encoded.indptr), shape=(encoded.n_rows, self.n_features))
+        out = np.empty(encoded.n_rows, dtype=np.float64)
+        for start in range(0, encoded.n_rows, self.chunk_rows):
+            stop = min(start + self.chunk_rows, encoded.n_rows)
+            out[start:stop] = self._errors_chunk(x[start:stop])
+        return out
+
+    def hidden(self, x: sp.csr_matrix) -> np.ndarray:
+        """Activations of the last hidden layer (the input of the output layer)."""
+        first = self.layers[0]
+        h = ACTIVATIONS[first.activation](np.asarray(x @ first.kernel) + first.bias)
+        for layer in self.layers[1:-1]:
+            h = ACTIVATIONS[layer.activation](h @ layer.kernel + layer.bias)
+        return h
+
+    def reconstruct(self, x: sp.csr_matrix) -> np.ndarray:
+        out = self.layers[-1]
+        return ACTIVATIONS[out.activation](self.hidden(x) @ out.kernel + out.bias)
+
+    def _errors_chunk(self, x: sp.csr_matrix) -> np.ndarray:
+        d = self.n_features
+        x_sq = np.asarray(x.multiply(x).sum(axis=1)).ravel()
+        if not self.linear_output:
+            y = self.reconstruct(x)
+            dense = x.toarray()
+            return ((dense - y) ** 2).sum(axis=1) / d
+        out = self.layers[-1]
+        h = self.hidden(x)
+        y_sq = np.einsum("ij,ij->i", h @ self._gram, h) + 2.0 * (h @ self._kernel_bias) + self._bias_sq
+        x_dot_y = np.einsum("ij,ij->i", np.asarray(x @ self._kernel_t), h) + np.asarray(x @ out.bias).ravel()
+        # Rounding can leave a tiny negative where the reconstruction is near perfect; an error is never below 0.
+        return np.maximum((x_sq - 2.0 * x_dot_y + y_sq) / d, 0.0)
+
+    def contributions(self, encoded: Encoded, row: int = 0) -> np.ndarray:
+        """Squared error per input place for one row (dense, length D): what ``explain`` ranks."""
+        x = sp.csr_matrix((encoded.data.astype(np.float64), encoded.indices, encoded.indptr), shape=(encoded.n_rows, self.n_features))[row]
+        y = self.reconstruct(x)[0]
+        return (x.toarray()[0] - y) ** 2
+
+
+def percentile_rank(sorted_reference: np.ndarray, errors: np.ndarray) -> np.ndarray:
+    """Percentile rank (0–100) of each error among the reference errors, ``kind="weak"``.
+
+    The share of reference errors ≤ the error, as ``scipy.stats.percentileofscore(reference, e, kind="weak")``.
+    ``sorted_reference`` must be sorted ascending. NaN errors give NaN.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    ranks = np.searchsorted(sorted_reference, errors, side="right") * (100.0 / len(sorted_reference))
+    return np.where(np.isnan(errors), np.nan, ranks)
+
+
+def group_score(errors: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Weighted mean error of a group, ``Σ w·e / Σ w`` (the original's hourly rating). NaN for an empty group.
+
+    Records with a NaN error (unscorable) are left out, weights included.
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    weights = np.ones_like(errors) if weights is None else np.asarray(weights, dtype=np.float64)
+    if errors.shape != weights.shape:
+        raise ValueError(f"errors and weights differ in shape: {errors.shape} vs {weights.shape}")
+    if np.any(weights < 0):
+        raise ValueError("weights must not be negative")
+    ok = ~np.isnan(errors)
+    total = weights[ok].sum()
+    return float((weights[ok] * errors[ok]).sum() / total) if total > 0 else float("nan")

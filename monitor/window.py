@@ -1,0 +1,741 @@
+"""Event-time tumbling windows per topic over batches of scored records.
+
+Every record carries an event time (UTC epoch milliseconds), a topic, a weight
+(> 0), a reconstruction error (>= 0), the error's percentile rank (0-100)
+against the bundle's reference errors and an anomaly flag.  Records are grouped
+into fixed-size windows aligned to ``offset_ms`` (see :func:`window_start_ms`);
+each window of each topic accumulates a :class:`WindowAggregate`, which is
+mergeable and serializable.
+
+:class:`Windower` keeps the open windows and, per topic, a watermark
+(``max event time seen - allowed_lateness_ms``, or ``now_ms -
+allowed_lateness_ms`` from :meth:`Windower.close_due`).  A window closes once
+its end is at or below the watermark; from a topic's first window onward every
+window is emitted exactly once and in order, including windows in which no
+record fell (count 0), and each closed window is compared with the one just
+before it.  Records for an already closed window are late: they are not
+counted and are reported in a mask.
+
+Everything is batch-vectorized: the only Python loops run over topics, over
+(topic, window) groups of a batch and over closed windows, never over records.
+Nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from monitor.errors import ConfigError, StateError
+from monitor.sketch import ErrorSketch, _as_weights, prob_greater
+
+__all__ = [
+    "ClosedWindow",
+    "OpenWindow",
+    "WindowAggregate",
+    "WindowSettings",
+    "Windower",
+    "compare",
+    "window_start_ms",
+]
+
+SNAPSHOT_VERSION = 1
+
+_INT64_MIN = np.iinfo(np.int64).min
+# Beyond this many distinct topics in one batch, topic codes come from one sort
+# instead of one equality scan per topic (scans are ~10x faster per topic but O(n*T)).
+_MAX_TOPIC_SCANS = 16
+
+
+def window_start_ms(event_ms: np.ndarray, size_ms: int, offset_ms: int = 0) -> np.ndarray:
+    """Start of the window containing each event time.
+
+    Windows are ``[start, start + size_ms)`` with starts at every
+    ``offset_ms + k * size_ms`` (k any integer), so alignment is a floor and works
+    for times before the epoch too.
+
+    Parameters
+    ----------
+    event_ms : np.ndarray
+        Event times, UTC epoch milliseconds (integers).
+    size_ms : int
+        Window length in milliseconds, > 0.
+    offset_ms : int, default 0
+        UTC time (modulo ``size_ms``) of a window boundary.  To align daily windows
+        to local midnight of a zone at UTC+02:00 use ``-2 * 3_600_000`` (local
+        midnight is 22:00 UTC); ``offset_ms`` and ``offset_ms + size_ms`` are equivalent.
+
+    Returns
+    -------
+    np.ndarray of int64
+        Window start times, UTC epoch milliseconds.
+    """
+    size_ms = int(size_ms)
+    offset_ms = int(offset_ms)
+    if size_ms <= 0:
+        raise ValueError(f"size_ms must be > 0, got {size_ms}")
+    event_ms = np.asarray(event_ms, dtype=np.int64)
+    # Integer floor division floors toward -inf, which is what alignment needs.
+    return (event_ms - offset_ms) // size_ms * size_ms + offset_ms
+
+
+def _weighted_mean(total: float, weight: float) -> float:
+    return total / weight if weight > 0.0 else math.nan
+
+
+@dataclass(eq=True)
+class WindowAggregate:
+    """Mergeable summary of the records of one window of one topic.
+
+    Attributes
+    ----------
+    count : int
+        Number of records.
+    weight : float
+        Sum of record weights, Σw.
+    weighted_error : float
+        Σ w·error.
+    anomaly_weight : float
+        Σ w over records flagged anomalous.
+    weighted_percentile : float
+        Σ w·percentile, percentiles in 0-100.
+    sketch : ErrorSketch
+        Weighted error distribution.
+
+    Notes
+    -----
+    Only sums are stored so that merging is exact addition and the order of
+    records does not matter (up to float rounding).
+    """
+
+    count: int = 0
+    weight: float = 0.0
+    weighted_error: float = 0.0
+    anomaly_weight: float = 0.0
+    weighted_percentile: float = 0.0
+    sketch: ErrorSketch = field(default_factory=ErrorSketch)
+
+    @classmethod
+    def empty(cls, sketch_alpha: float = 0.001) -> WindowAggregate:
+        """Aggregate of no records whose sketch has relative accuracy ``sketch_alpha``."""
+        return cls(sketch=ErrorSketch(sketch_alpha))
+
+    def add(
+        self,
+        errors: np.ndarray,
+        weights: np.ndarray | None,
+        percentiles: np.ndarray,
+        is_anomaly: np.ndarray,
+    ) -> None:
+        """Add a batch of records (vectorized, in place).
+
+        Parameters
+        ----------
+        errors : np.ndarray
+            Reconstruction errors, finite, >= 0.
+        weights : np.ndarray or None
+            Record weights, finite, > 0; ``None`` means 1 each.
+        percentiles : np.ndarray
+            Percentile rank of each error against the bundle's reference errors, 0-100.
+        is_anomaly : np.ndarray of bool
+            Whether each record exceeded the bundle threshold.
+        """
+        errors, weights, percentiles, is_anomaly = _validate_columns(errors, weights, percentiles, is_anomaly)
+        if errors.size == 0:
+            return
+        self.count += int(errors.size)
+        self.weight += float(weights.sum())
+        self.weighted_error += float(np.dot(weights, errors))
+        self.anomaly_weight += float(weights[is_anomaly].sum())
+        self.weighted_percentile += float(np.dot(weights, percentiles))
+        self.sketch.add(errors, weights)
+
+    def merge(self, other: WindowAggregate) -> WindowAggregate:
+        """New aggregate of the records of both; ``ValueError`` if the sketches are incompatible."""
+        return WindowAggregate(
+            count=self.count + other.count,
+            weight=self.weight + other.weight,
+            weighted_error=self.weighted_error + other.weighted_error,
+            anomaly_weight=self.anomaly_weight + other.anomaly_weight,
+            weighted_percentile=self.weighted_percentile + other.weighted_percentile,
+            sketch=self.sketch.merge(other.sketch),
+        )
+
+    def mean_error(self) -> float:
+        """Weighted mean error Σw·e / Σw; NaN when empty."""
+        return _weighted_mean(self.weighted_error, self.weight)
+
+    def figures(self) -> dict[str, Any]:
+        """Reportable figures of the window.
+
+        Returns
+        -------
+        dict
+            ``count`` (records), ``weight`` (Σw), ``mean_error`` (weighted mean),
+            ``p50``/``p90``/``p99`` (weighted error quantiles, relative accuracy
+            ``sketch.alpha``), ``anomaly_rate`` (weighted share of anomalies, 0-1),
+            ``mean_percentile`` (weighted mean percentile, 0-100).  All but
+            ``count`` and ``weight`` are NaN for an empty window.
+        """
+        return {
+            "count": self.count,
+            "weight": self.weight,
+            "mean_error": self.mean_error(),
+            "p50": self.sketch.quantile(0.5),
+            "p90": self.sketch.quantile(0.9),
+            "p99": self.sketch.quantile(0.99),
+            "anomaly_rate": _weighted_mean(self.anomaly_weight, self.weight),
+            "mean_percentile": _weighted_mean(self.weighted_percentile, self.weight),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe representation."""
+        return {
+            "count": int(self.count),
+            "weight": float(self.weight),
+            "weighted_error": float(self.weighted_error),
+            "anomaly_weight": float(self.anomaly_weight),
+            "weighted_percentile": float(self.weighted_percentile),
+            "sketch": self.sketch.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WindowAggregate:
+        """Inverse of :meth:`to_dict`; ``StateError`` if malformed."""
+        try:
+            return cls(
+                count=int(data["count"]),
+                weight=float(data["weight"]),
+                weighted_error=float(data["weighted_error"]),
+                anomaly_weight=float(data["anomaly_weight"]),
+                weighted_percentile=float(data["weighted_percentile"]),
+                sketch=ErrorSketch.from_dict(data["sketch"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"window aggregate cannot be restored: {exc!r}") from exc
+
+
+def compare(current: WindowAggregate, previous: WindowAggregate | None) -> dict[str, float]:
+    """How a window's errors compare with the window before it.
+
+    Returns
+    -------
+    dict
+        ``abnormality``: 100 × probability that a (weighted) error of ``current``
+        exceeds one of ``previous``, same-bucket pairs counting half; 50 means
+        "like before", 100 "every error larger".  ``mean_error_ratio``: current
+        weighted mean error / previous one.  ``mean_error_percentile_in_previous``:
+        weighted share (0-100) of the previous window's errors at or below the
+        current weighted mean error.  Each is NaN when there is no previous window
+        or either window is empty; the ratio is also NaN when the previous mean is 0.
+    """
+    nan = {"abnormality": math.nan, "mean_error_ratio": math.nan, "mean_error_percentile_in_previous": math.nan}
+    if previous is None or current.weight <= 0.0 or previous.weight <= 0.0:
+        return nan
+    current_mean = current.mean_error()
+    previous_mean = previous.mean_error()
+    return {
+        "abnormality": 100.0 * prob_greater(current.sketch, previous.sketch),
+        "mean_error_ratio": current_mean / previous_mean if previous_mean > 0.0 else math.nan,
+        "mean_error_percentile_in_previous": 100.0 * previous.sketch.rank(current_mean),
+    }
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """How records are windowed.
+
+    Attributes
+    ----------
+    size_ms : int
+        Window length, ms (> 0).  Default one hour.
+    allowed_lateness_ms : int
+        How far behind the newest event time of a topic a record may be and still
+        count, ms (>= 0).  Default five minutes.
+    offset_ms : int
+        UTC time (mod ``size_ms``) of a window boundary, ms; see :func:`window_start_ms`.
+    sketch_alpha : float
+        Relative accuracy of the per-window error quantiles, in (0, 1).
+    """
+
+    size_ms: int = 3_600_000
+    allowed_lateness_ms: int = 300_000
+    offset_ms: int = 0
+    sketch_alpha: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.size_ms) or self.size_ms <= 0:
+            raise ConfigError(f"size_ms must be a positive integer number of milliseconds, got {self.size_ms!r}")
+        if not _is_int(self.allowed_lateness_ms) or self.allowed_lateness_ms < 0:
+            raise ConfigError(
+                f"allowed_lateness_ms must be an integer number of milliseconds >= 0, got {self.allowed_lateness_ms!r}"
+            )
+        if not _is_int(self.offset_ms):
+            raise ConfigError(f"offset_ms must be an integer number of milliseconds, got {self.offset_ms!r}")
+        alpha = self.sketch_alpha
+        if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+            raise ConfigError(f"sketch_alpha must be a number in (0, 1), got {alpha!r}")
+        if not (0.0 < float(alpha) < 1.0):
+            raise ConfigError(f"sketch_alpha must be a number in (0, 1), got {alpha!r}")
+        # Normalize numpy scalars so settings compare and serialize as plain Python values.
+        object.__setattr__(self, "size_ms", int(self.size_ms))
+        object.__setattr__(self, "allowed_lateness_ms", int(self.allowed_lateness_ms))
+        object.__setattr__(self, "offset_ms", int(self.offset_ms))
+        object.__setattr__(self, "sketch_alpha", float(alpha))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe representation."""
+        return {
+            "size_ms": self.size_ms,
+            "allowed_lateness_ms": self.allowed_lateness_ms,
+            "offset_ms": self.offset_ms,
+            "sketch_alpha": self.sketch_alpha,
+        }
+
+
+@dataclass
+class ClosedWindow:
+    """A window of one topic that will receive no more records.
+
+    Attributes
+    ----------
+    topic : str
+    start_ms, end_ms : int
+        Window bounds ``[start_ms, end_ms)``, UTC epoch milliseconds.
+    aggregate : WindowAggregate
+        Its records (count 0 for a window in which nothing arrived).
+    previous : WindowAggregate or None
+        The topic's window immediately before it in time (possibly empty); None
+        for the topic's first window.
+
+    Notes
+    -----
+    A window's ``aggregate`` is the very object that the next window holds as
+    ``previous`` (and the Windower keeps as comparison base), so treat both as
+    read-only; use ``merge`` to combine.
+    """
+
+    topic: str
+    start_ms: int
+    end_ms: int
+    aggregate: WindowAggregate
+    previous: WindowAggregate | None
+
+    def figures(self) -> dict[str, Any]:
+        """``topic``, ``start_ms``, ``end_ms``, the aggregate's figures and the :func:`compare` figures."""
+        out: dict[str, Any] = {"topic": self.topic, "start_ms": self.start_ms, "end_ms": self.end_ms}
+        out.update(self.aggregate.figures())
+        out.update(compare(self.aggregate, self.previous))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe representation."""
+        return {
+            "topic": self.topic,
+            "start_ms": int(self.start_ms),
+            "end_ms": int(self.end_ms),
+            "aggregate": self.aggregate.to_dict(),
+            "previous": None if self.previous is None else self.previous.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClosedWindow:
+        """Inverse of :meth:`to_dict`; ``StateError`` if malformed."""
+        try:
+            previous = data["previous"]
+            return cls(
+                topic=str(data["topic"]),
+                start_ms=int(data["start_ms"]),
+                end_ms=int(data["end_ms"]),
+                aggregate=WindowAggregate.from_dict(data["aggregate"]),
+                previous=None if previous is None else WindowAggregate.from_dict(previous),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"closed window cannot be restored: {exc!r}") from exc
+
+
+class OpenWindow(NamedTuple):
+    """A window still accepting records (for inspection; the aggregate is live, do not mutate)."""
+
+    topic: str
+    start_ms: int
+    end_ms: int
+    aggregate: WindowAggregate
+
+
+def _validate_columns(
+    errors: np.ndarray, weights: np.ndarray | None, percentiles: np.ndarray, is_anomaly: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Record columns as flat float64/bool arrays of one length, or ``ValueError``."""
+    errors = np.asarray(errors, dtype=np.float64).ravel()
+    n = errors.size
+    weights = _as_weights(weights, n)
+    percentiles = np.asarray(percentiles, dtype=np.float64).ravel()
+    is_anomaly = np.asarray(is_anomaly, dtype=bool).ravel()
+    if percentiles.size != n or is_anomaly.size != n:
+        raise ValueError(
+            f"record columns differ in length: errors {n}, percentiles {percentiles.size}, is_anomaly {is_anomaly.size}"
+        )
+    if n:
+        if not (np.isfinite(errors).all() and (errors >= 0.0).all()):
+            raise ValueError("errors must be finite and >= 0")
+        if not ((percentiles >= 0.0).all() and (percentiles <= 100.0).all()):
+            raise ValueError("percentiles must be in [0, 100]")
+    return errors, weights, percentiles, is_anomaly
+
+
+def _factorize(topics: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Distinct topics (first-seen order for the first few) and each record's code into them.
+
+    One equality scan per topic over the whole batch beats ``np.unique`` on
+    strings several-fold when a batch holds a handful of topics, the common case
+    (subsetting the string array between scans would cost more than rescanning);
+    many topics fall back to one sort of the records not yet coded.
+    """
+    n = topics.size
+    codes = np.full(n, -1, dtype=np.intp)
+    names: list[Any] = []
+    first = 0
+    while len(names) < _MAX_TOPIC_SCANS:
+        name = topics[first]
+        codes[np.asarray(topics == name, dtype=bool)] = len(names)
+        names.append(name)
+        first = int(np.argmax(codes < 0))
+        if codes[first] >= 0:
+            return [str(name) for name in names], codes
+    remaining = np.flatnonzero(codes < 0)
+    unique, inverse = np.unique(topics[remaining], return_inverse=True)
+    codes[remaining] = inverse.ravel() + len(names)
+    names.extend(unique.tolist())
+    return [str(name) for name in names], codes
+
+
+def _run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
+    """Positions where any of the co-sorted key arrays changes value (always includes 0)."""
+    n = sorted_keys[0].size
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for key in sorted_keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
+
+
+class _TopicState:
+    """Per-topic progress: watermark, how far windows are closed, open windows, last closed window."""
+
+    __slots__ = ("watermark_ms", "closed_until_ms", "open", "last_closed")
+
+    def __init__(self) -> None:
+        self.watermark_ms: int | None = None
+        # End of the last closed window == start of the next window to close.
+        self.closed_until_ms: int | None = None
+        self.open: dict[int, WindowAggregate] = {}
+        self.last_closed: WindowAggregate | None = None
+
+
+class Windower:
+    """Running per-topic tumbling windows over event time.
+
+    Parameters
+    ----------
+    settings : WindowSettings
+
+    Notes
+    -----
+    Per topic, the watermark is ``max event time seen - allowed_lateness_ms``
+    (raised further by :meth:`close_due`) and never moves back.  A window
+    ``[s, s + size_ms)`` closes when ``s + size_ms <= watermark``.  Closing starts
+    at the topic's first window (the earliest window of the records that created
+    the topic, or an earlier one opened before anything closed) and proceeds
+    window by window, so gaps produce count-0 windows.  Closed windows of one
+    call are returned ordered by ``(start_ms, topic)``.
+    """
+
+    def __init__(self, settings: WindowSettings | None = None) -> None:
+        self._settings = settings if settings is not None else WindowSettings()
+        self._topics: dict[str, _TopicState] = {}
+
+    @property
+    def settings(self) -> WindowSettings:
+        return self._settings
+
+    def topics(self) -> list[str]:
+        """Known topics, sorted."""
+        return sorted(self._topics)
+
+    def watermark_ms(self, topic: str) -> int | None:
+        """Current watermark of ``topic`` (UTC epoch ms), None for an unknown topic."""
+        state = self._topics.get(topic)
+        return None if state is None else state.watermark_ms
+
+    # ------------------------------------------------------------------ ingest
+    def add(
+        self,
+        topics: np.ndarray,
+        event_ms: np.ndarray,
+        errors: np.ndarray,
+        weights: np.ndarray | None,
+        percentiles: np.ndarray,
+        is_anomaly: np.ndarray,
+    ) -> tuple[list[ClosedWindow], np.ndarray]:
+        """Add a batch of scored records and close the windows the batch makes due.
+
+        Parameters
+        ----------
+        topics : np.ndarray of str or object
+            Topic of each record.
+        event_ms : np.ndarray of int
+            Event time of each record, UTC epoch milliseconds.
+        errors : np.ndarray
+            Reconstruction errors, finite, >= 0.
+        weights : np.ndarray or None
+            Record weights, finite, > 0; ``None`` means 1 each.
+        percentiles : np.ndarray
+            Percentile rank of each error against the bundle's reference errors, 0-100.
+        is_anomaly : np.ndarray of bool
+            Anomaly flags.
+
+        Returns
+        -------
+        closed : list of ClosedWindow
+            Windows closed by this batch, ordered by ``(start_ms, topic)``.
+        late : np.ndarray of bool
+            Per record, True if it was late (its window was already closed for its
+            topic when the batch arrived) and was therefore not counted.
+
+        Notes
+        -----
+        Lateness is judged against the state before the batch, so the order of
+        records within a batch does not matter.
+        """
+        settings = self._settings
+        size = settings.size_ms
+        offset = settings.offset_ms
+        topics = np.asarray(topics).ravel()
+        event_ms = np.asarray(event_ms)
+        if event_ms.size and not np.issubdtype(event_ms.dtype, np.integer):
+            raise ValueError(f"event_ms must be integer milliseconds, got dtype {event_ms.dtype}")
+        event_ms = event_ms.astype(np.int64, copy=False).ravel()
+        errors, weights, percentiles, is_anomaly = _validate_columns(errors, weights, percentiles, is_anomaly)
+        n = event_ms.size
+        if topics.size != n or errors.size != n:
+            raise ValueError(
+                f"record columns differ in length: topics {topics.size}, event_ms {n}, errors {errors.size}"
+            )
+        if n == 0:
+            return [], np.zeros(0, dtype=bool)
+
+        names, code = _factorize(topics)
+        states = [self._topics.setdefault(name, _TopicState()) for name in names]
+        watermark = np.array([_INT64_MIN if s.watermark_ms is None else s.watermark_ms for s in states], dtype=np.int64)
+        closed_until = np.array(
+            [_INT64_MIN if s.closed_until_ms is None else s.closed_until_ms for s in states], dtype=np.int64
+        )
+
+        window_index = (event_ms - offset) // size
+        start = window_index * size + offset
+        late = (start + size <= watermark[code]) | (start < closed_until[code])
+
+        # Watermarks only move forward; late records are behind them anyway, so
+        # including them in the max changes nothing.
+        batch_max = np.full(len(names), _INT64_MIN, dtype=np.int64)
+        np.maximum.at(batch_max, code, event_ms)
+
+        accepted = ~late
+        if not accepted.all():
+            code, window_index = code[accepted], window_index[accepted]
+            errors, weights = errors[accepted], weights[accepted]
+            percentiles, is_anomaly = percentiles[accepted], is_anomaly[accepted]
+        if code.size:
+            self._absorb(states, code, window_index, errors, weights, percentiles, is_anomaly)
+
+        closed: list[ClosedWindow] = []
+        lateness = settings.allowed_lateness_ms
+        for name, state, newest in zip(names, states, batch_max.tolist(), strict=True):
+            candidate = newest - lateness
+            if state.watermark_ms is None or candidate > state.watermark_ms:
+                state.watermark_ms = candidate
+            closed.extend(self._close_topic(name, state))
+        closed.sort(key=lambda w: (w.start_ms, w.topic))
+        return closed, late
+
+    def _absorb(
+        self,
+        states: list[_TopicState],
+        code: np.ndarray,
+        window_index: np.ndarray,
+        errors: np.ndarray,
+        weights: np.ndarray,
+        percentiles: np.ndarray,
+        is_anomaly: np.ndarray,
+    ) -> None:
+        """Group accepted records by (topic, window, sketch bucket) with one sort and add the sums."""
+        settings = self._settings
+        alpha = settings.sketch_alpha
+        bucket = ErrorSketch(alpha).bucket_indices(errors)
+
+        # One int64 key sorts by topic, then window, then bucket; fall back to a
+        # lexsort when the ranges are too wide to pack (absurd time spans).
+        k_min, k_span = int(window_index.min()), int(window_index.max() - window_index.min()) + 1
+        b_min, b_span = int(bucket.min()), int(bucket.max() - bucket.min()) + 1
+        t_span = int(code.max()) + 1
+        if t_span * k_span * b_span < 2**62:
+            key = (code.astype(np.int64) * k_span + (window_index - k_min)) * b_span + (bucket - b_min)
+            order = np.argsort(key)
+        else:
+            order = np.lexsort((bucket, window_index, code))
+        code_s, window_s, bucket_s = code[order], window_index[order], bucket[order]
+        weight_s = weights[order]
+
+        group_starts = _run_starts(code_s, window_s)
+        pair_starts = _run_starts(code_s, window_s, bucket_s)
+        counts = np.diff(np.append(group_starts, code_s.size))
+        weight_sum = np.add.reduceat(weight_s, group_starts)
+        error_sum = np.add.reduceat(weight_s * errors[order], group_starts)
+        anomaly_sum = np.add.reduceat(np.where(is_anomaly[order], weight_s, 0.0), group_starts)
+        percentile_sum = np.add.reduceat(weight_s * percentiles[order], group_starts)
+        pair_weight = np.add.reduceat(weight_s, pair_starts)
+        pair_bucket = bucket_s[pair_starts]
+        # Pairs are nested in groups, so each group's buckets are a contiguous, sorted slice.
+        pair_bounds = np.append(np.searchsorted(pair_starts, group_starts), pair_starts.size).tolist()
+
+        size, offset = settings.size_ms, settings.offset_ms
+        group_code = code_s[group_starts].tolist()
+        group_start_ms = (window_s[group_starts] * size + offset).tolist()
+        for g, (c, start_ms) in enumerate(zip(group_code, group_start_ms, strict=True)):
+            open_windows = states[c].open
+            aggregate = open_windows.get(start_ms)
+            if aggregate is None:
+                aggregate = open_windows[start_ms] = WindowAggregate.empty(alpha)
+            aggregate.count += int(counts[g])
+            aggregate.weight += float(weight_sum[g])
+            aggregate.weighted_error += float(error_sum[g])
+            aggregate.anomaly_weight += float(anomaly_sum[g])
+            aggregate.weighted_percentile += float(percentile_sum[g])
+            lo, hi = pair_bounds[g], pair_bounds[g + 1]
+            aggregate.sketch.add_buckets(pair_bucket[lo:hi], pair_weight[lo:hi])
+
+    # ------------------------------------------------------------------ closing
+    def _close_topic(self, topic: str, state: _TopicState) -> list[ClosedWindow]:
+        """Close, in order, every window of ``topic`` whose end is at or below its watermark."""
+        if state.watermark_ms is None:
+            return []
+        size, offset = self._settings.size_ms, self._settings.offset_ms
+        if state.closed_until_ms is not None:
+            first = state.closed_until_ms
+        elif state.open:
+            first = min(state.open)
+        else:
+            return []
+        # Largest window boundary <= watermark: windows starting before it have ended.
+        limit = (state.watermark_ms - offset) // size * size + offset
+        if limit <= first:
+            return []
+        alpha = self._settings.sketch_alpha
+        out = []
+        for start in range(first, limit, size):
+            aggregate = state.open.pop(start, None)
+            if aggregate is None:
+                aggregate = WindowAggregate.empty(alpha)
+            out.append(ClosedWindow(topic, start, start + size, aggregate, state.last_closed))
+            state.last_closed = aggregate
+        state.closed_until_ms = limit
+        return out
+
+    def close_due(self, now_ms: int) -> list[ClosedWindow]:
+        """Close windows by wall clock, for topics whose records stopped arriving.
+
+        Every known topic's watermark is raised to ``now_ms - allowed_lateness_ms``
+        (never lowered), and every window ending at or before it closes, including
+        count-0 windows up to then.  Records arriving later for those windows are late.
+
+        Parameters
+        ----------
+        now_ms : int
+            Current wall-clock time, UTC epoch milliseconds, supplied by the caller.
+
+        Returns
+        -------
+        list of ClosedWindow
+            Ordered by ``(start_ms, topic)``.
+
+        Notes
+        -----
+        Only meaningful when event time tracks wall-clock time; calling it while
+        replaying old data would close (and make late) everything being replayed.
+        """
+        candidate = int(now_ms) - self._settings.allowed_lateness_ms
+        closed: list[ClosedWindow] = []
+        for name, state in self._topics.items():
+            if state.watermark_ms is None or candidate > state.watermark_ms:
+                state.watermark_ms = candidate
+            closed.extend(self._close_topic(name, state))
+        closed.sort(key=lambda w: (w.start_ms, w.topic))
+        return closed
+
+    # ------------------------------------------------------------------ inspection / state
+    def open_windows(self) -> list[OpenWindow]:
+        """Windows still accepting records, ordered by ``(topic, start_ms)``."""
+        size = self._settings.size_ms
+        return [
+            OpenWindow(name, start, start + size, aggregate)
+            for name in sorted(self._topics)
+            for start, aggregate in sorted(self._topics[name].open.items())
+        ]
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-safe state; :meth:`from_snapshot` continues exactly where this left off."""
+        topics = {}
+        for name in sorted(self._topics):
+            state = self._topics[name]
+            topics[name] = {
+                "watermark_ms": state.watermark_ms,
+                "closed_until_ms": state.closed_until_ms,
+                "last_closed": None if state.last_closed is None else state.last_closed.to_dict(),
+                "open": [[start, state.open[start].to_dict()] for start in sorted(state.open)],
+            }
+        return {"version": SNAPSHOT_VERSION, "settings": self._settings.to_dict(), "topics": topics}
+
+    @classmethod
+    def from_snapshot(cls, settings: WindowSettings, snapshot: dict[str, Any]) -> Windower:
+        """Windower restored from :meth:`snapshot` output (possibly via JSON).
+
+        ``settings`` may change ``allowed_lateness_ms`` (watermarks are kept as
+        they were), but not ``size_ms``, ``offset_ms`` or ``sketch_alpha``, which
+        would make the stored windows meaningless.
+
+        Raises
+        ------
+        StateError
+            If the snapshot is malformed, of another version or incompatible with ``settings``.
+        """
+        if not isinstance(snapshot, dict) or snapshot.get("version") != SNAPSHOT_VERSION:
+            found = snapshot.get("version") if isinstance(snapshot, dict) else type(snapshot).__name__
+            raise StateError(f"window state has version {found!r}, expected {SNAPSHOT_VERSION}")
+        try:
+            stored = snapshot["settings"]
+            for key in ("size_ms", "offset_ms", "sketch_alpha"):
+                if stored[key] != getattr(settings, key):
+                    raise StateError(
+                        f"window state was written with {key}={stored[key]!r} but settings say "
+                        f"{getattr(settings, key)!r}; remove the state or restore the setting"
+                    )
+            out = cls(settings)
+            for name, data in snapshot["topics"].items():
+                state = _TopicState()
+                state.watermark_ms = None if data["watermark_ms"] is None else int(data["watermark_ms"])
+                state.closed_until_ms = None if data["closed_until_ms"] is None else int(data["closed_until_ms"])
+                last = data["last_closed"]
+                state.last_closed = None if last is None else WindowAggregate.from_dict(last)
+                state.open = {int(start): WindowAggregate.from_dict(agg) for start, agg in data["open"]}
+                out._topics[str(name)] = state
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"window state cannot be restored: {exc!r}") from exc
+        return out

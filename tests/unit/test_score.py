@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.stats import percentileofscore
+
+from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank
+from monitor.vectorize import Encoded
+
+
+def encoded_from_dense(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    nz = [np.flatnonzero(r) for r in rows]
+    indptr = np.r_[0, np.cumsum([len(i) for i in nz])].astype(np.int64)
+    indices = np.concatenate(nz).astype(np.int32) if nz else np.zeros(0, np.int32)
+    data = np.concatenate([r[i] for r, i in zip(rows, nz)]).astype(np.float32)
+    n = len(rows)
+    return Encoded(indptr, indices, data, rows.shape[1], np.ones(n, np.int64), np.zeros(n, np.int64))
+
+
+def constant_autoencoder(output, activation):
+    """A two-layer autoencoder whose reconstruction is ``output`` whatever the input."""
+    d = len(output)
+    return ReconstructionScorer([DenseLayer(np.zeros((d, 1)), np.zeros(1), "linear"), DenseLayer(np.zeros((1, d)), np.asarray(output, float), activation)])
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu"])
+def test_the_originals_mse_example(activation):
+    # Inputs differing from the reconstruction in 0, 1 and 2 of 5 places.
+    scorer = constant_autoencoder([1, 1, 0, 0, 0], activation)
+    x = encoded_from_dense([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    assert scorer.errors(x) == pytest.approx([0.0, 0.2, 0.4], abs=1e-12)
+
+
+def test_fast_linear_path_equals_the_dense_reconstruction():
+    rng = np.random.default_rng(0)
+    d, k = 40, 6
+    layers = [
+        DenseLayer(rng.normal(size=(d, 8)), rng.normal(size=8), "relu"),
+        DenseLayer(rng.normal(size=(8, k)), rng.normal(size=k), "relu"),
+        DenseLayer(rng.normal(size=(k, d)), rng.normal(size=d), "linear"),
+    ]
+    scorer = ReconstructionScorer(layers, chunk_rows=7)
+    x = (rng.random((50, d)) < 0.1).astype(np.float32)
+    enc = encoded_from_dense(x)
+    y = scorer.reconstruct(sp.csr_matrix(x.astype(float)))
+    np.testing.assert_allclose(scorer.errors(enc), ((x - y) ** 2).mean(axis=1), rtol=1e-10)
+    assert scorer.contributions(enc, 3).sum() / d == pytest.approx(scorer.errors(enc)[3], rel=1e-10)
+
+
+def test_percentile_rank_is_scipys_weak_kind():
+    rng = np.random.default_rng(1)
+    reference = np.sort(rng.exponential(size=501).round(2))
+    errors = np.r_[reference[:20], rng.exponential(size=50).round(2), -1.0, 99.0]
+    expected = [percentileofscore(reference, e, kind="weak") for e in errors]
+    np.testing.assert_allclose(percentile_rank(reference, errors), expected)
+    assert percentile_rank(np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, np.nan])).tolist()[0] == 50.0
+    assert np.isnan(percentile_rank(np.array([1.0]), np.array([np.nan]))[0])
+
+
+def test_group_score_is_the_weighted_mean():
+    assert group_score(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 2.0])) == pytest.approx(2.25)
+    assert group_score(np.array([1.0, np.nan, 3.0])) == pytest.approx(2.0)
+    assert np.isnan(group_score(np.array([])))
+    with pytest.raises(ValueError):
+        group_score(np.array([1.0]), np.array([-1.0]))

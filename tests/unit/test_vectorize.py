@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from monitor.errors import ConfigError
+from monitor.vectorize import KERAS_FILTERS, Vectorizer, VectorizerSettings, tokenize
+
+
+def dense(vectorizer, sequences):
+    return vectorizer.encode(sequences).to_dense()
+
+
+def test_multi_hot_of_ids_1_and_3_in_a_vocabulary_of_6():
+    v = Vectorizer(VectorizerSettings(vocab_size=6, max_length=None, oov=False), ["a", "b", "c", "d", "e"])
+    assert dense(v, ["a c"]).tolist() == [[0, 1, 0, 1, 0, 0]]
+
+
+def test_padding_at_the_end_lights_index_0():
+    v = Vectorizer(VectorizerSettings(vocab_size=6, max_length=4, oov=False), ["a", "b", "c", "d", "e"])
+    assert dense(v, ["a c"]).tolist() == [[1, 1, 0, 1, 0, 0]]
+    assert dense(v, ["a b c d"]).tolist() == [[0, 1, 1, 1, 1, 0]]
+
+
+def test_truncating_at_the_end_keeps_the_first_tokens():
+    v = Vectorizer(VectorizerSettings(vocab_size=6, max_length=2, oov=False), ["a", "b", "c", "d", "e"])
+    assert dense(v, ["a b c d e"]).tolist() == [[0, 1, 1, 0, 0, 0]]
+
+
+def test_repeated_token_lights_its_place_once():
+    v = Vectorizer(VectorizerSettings(vocab_size=6, max_length=4, oov=False), ["a", "b"])
+    assert dense(v, ["a a a a"]).tolist() == [[0, 1, 0, 0, 0, 0]]
+
+
+def test_unknown_token_maps_to_the_oov_index():
+    v = Vectorizer(VectorizerSettings(vocab_size=6, max_length=4), ["a", "b"])  # a=2, b=3
+    enc = v.encode(["a zz", "a b"])
+    assert enc.to_dense().tolist() == [[1, 1, 1, 0, 0, 0], [1, 0, 1, 1, 0, 0]]
+    assert enc.oov_counts.tolist() == [1, 0]
+
+
+def test_without_oov_unknown_tokens_are_dropped_and_later_tokens_move_up():
+    v = Vectorizer(VectorizerSettings(vocab_size=6, max_length=2, oov=False), ["a", "b", "c"])
+    assert dense(v, ["zz a b c"]).tolist() == [[0, 1, 1, 0, 0, 0]]
+
+
+def test_positional_encoding_tells_reordered_parts_apart():
+    v = Vectorizer(VectorizerSettings(vocab_size=4, max_length=3, encoding="positional"), ["a", "b"])  # a=2, b=3
+    ab, ba = dense(v, ["a b", "b a"])
+    assert np.flatnonzero(ab).tolist() == [0 * 4 + 2, 1 * 4 + 3, 2 * 4 + 0]
+    assert np.flatnonzero(ba).tolist() == [0 * 4 + 3, 1 * 4 + 2, 2 * 4 + 0]
+    assert v.token_of_column(1 * 4 + 3) == ("b", 1)
+
+
+def test_counts_encoding_is_log1p_of_the_count_over_all_tokens():
+    v = Vectorizer(VectorizerSettings(vocab_size=5, max_length=None, encoding="counts"), ["a", "b"])
+    row = dense(v, ["a a b a zz"])[0]
+    assert row == pytest.approx([0, np.log1p(1), np.log1p(3), np.log1p(1), 0])
+
+
+def test_empty_and_punctuation_only_rows_have_no_tokens():
+    v = Vectorizer(VectorizerSettings(vocab_size=6), ["a"])
+    enc = v.encode(["", "!!! ...", "a"])
+    assert enc.token_counts.tolist() == [0, 0, 1]
+
+
+def test_fit_keeps_the_most_frequent_tokens_ties_by_first_appearance():
+    v = Vectorizer.fit(["c b", "a b", "d a", "b"], VectorizerSettings(vocab_size=5))  # room for 3 tokens
+    assert v.vocabulary == ["b", "a", "c"]
+
+
+def test_tokenize_matches_keras_text_to_word_sequence():
+    from tensorflow.keras.preprocessing.text import Tokenizer, text_to_word_sequence
+
+    texts = ["DF 36 FR GX567", "Hello, World!  two  spaces", "tab\tand\nnewline", "a-b_c.d", "ÉCOLE été", " lead trail "]
+    settings = VectorizerSettings()
+    tokens = tokenize(texts, settings)
+    ours = [[] for _ in texts]
+    for row, tok in zip(tokens.rows.tolist(), tokens.values.to_pylist()):
+        ours[row].append(tok)
+    assert ours == [text_to_word_sequence(t, filters=KERAS_FILTERS) for t in texts]
+    corpus = ["x y z", "y z", "z", "w x"]
+    keras = Tokenizer()
+    keras.fit_on_texts(corpus)
+    ranked = [w for w, _ in sorted(keras.word_index.items(), key=lambda kv: kv[1])]
+    assert Vectorizer.fit(corpus, VectorizerSettings(vocab_size=10, oov=False)).vocabulary == ranked
+
+
+def test_batch_encoding_matches_a_record_by_record_loop():
+    from monitor.bench import naive_vectorize
+
+    rng = np.random.default_rng(3)
+    words = ["df", "36", "fr", "gx567", "zz", "Q!", "a.b"]
+    texts = [" ".join(rng.choice(words, rng.integers(0, 7))) for _ in range(500)]
+    for settings in (
+        VectorizerSettings(vocab_size=8),
+        VectorizerSettings(vocab_size=8, oov=False),
+        VectorizerSettings(vocab_size=8, encoding="positional", max_length=3),
+        VectorizerSettings(vocab_size=8, encoding="counts", max_length=None),
+        VectorizerSettings(vocab_size=8, encoding="multi_hot", max_length=None),
+    ):
+        v = Vectorizer.fit(texts, settings)
+        np.testing.assert_allclose(v.encode(texts).to_dense(), naive_vectorize(v, texts), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"vocab_size": 2}, "vocab_size"),
+        ({"max_length": 0}, "max_length"),
+        ({"encoding": "onehot"}, "encoding"),
+        ({"encoding": "positional", "max_length": None}, "positional"),
+    ],
+)
+def test_bad_settings_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        VectorizerSettings(**kwargs)
