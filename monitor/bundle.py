@@ -202,6 +202,8 @@ def load_bundle(path: str | Path) -> Bundle:
         doc = json.loads(manifest.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"bundle {path} has a damaged bundle.json ({e})") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"bundle {path} has a damaged bundle.json (not a JSON object)")
     version = doc.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(f"bundle {path} has format version {version!r}; this seqmon reads version {FORMAT_VERSION}")

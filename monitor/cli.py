@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -89,7 +90,13 @@ def cmd_train(args) -> int:
     if hasattr(args, "max_length"):
         overrides["max_length"] = args.max_length
     vec, mod = preset(args.preset, **overrides)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; a bundle is a directory")
     decoded = read_sequences(args.input, args.column, args.max_bytes)
+    from monitor.vectorize import tokenize  # noqa: PLC0415
+
+    decoded.reasons[decoded.ok & (tokenize(decoded.sequences, vec).counts == 0)] = EMPTY
     bad = np.flatnonzero(~decoded.ok)
     if len(bad) and not args.skip_invalid:
         first = int(bad[0])
@@ -125,6 +132,9 @@ def cmd_score(args) -> int:
     from monitor.source import read_sequences  # noqa: PLC0415
 
     bundle = load_bundle(args.bundle)
+    parent = Path(args.output).resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {args.output}: folder {parent} does not exist")
     decoded = read_sequences(args.input, args.column, args.max_bytes)
     errors = _bundle_scores(bundle, decoded)
     percentiles = bundle.percentile_rank(errors)
@@ -141,7 +151,8 @@ def cmd_score(args) -> int:
         "top_tokens": top,
         "reason": decoded.reasons,
     })
-    frame.to_csv(args.output, index=False, float_format="%.9g")
+    # Full precision, so that a reader comparing error with the threshold agrees with is_anomaly.
+    frame.to_csv(args.output, index=False)
     scored = int((~np.isnan(errors)).sum())
     _err(
         f"{len(errors):,} records: {scored:,} scored, {int(anomalies.sum()):,} above the threshold "

@@ -1,0 +1,54 @@
+"""Train a small model on generated data: injected anomalies must outscore normal traffic by a margin,
+and a replayed stream must show its abnormal hour."""
+
+import numpy as np
+import pytest
+
+from monitor.evaluate import roc_auc
+from monitor.generate import KINDS, SeedLikeGenerator
+from monitor.pipeline import Pipeline, RecordBatch
+from monitor.train import preset, train_bundle
+from monitor.window import Windower, WindowSettings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    gen = SeedLikeGenerator(11)
+    vec, mod = preset("seed", epochs=25)
+    return train_bundle(gen.normal(20_000), tmp_path_factory.mktemp("b") / "bundle", vec, mod, verbose=0, log=lambda m: None)
+
+
+def test_every_kind_of_anomaly_outscores_normal_traffic(bundle):
+    gen = SeedLikeGenerator(12)
+    normal = bundle.errors(gen.normal(3000))
+    for kind in KINDS:
+        abnormal = bundle.errors(gen.abnormal(300, kind))
+        assert roc_auc(normal, abnormal) > 0.85, kind
+        assert np.median(abnormal) > 2 * np.median(normal), kind
+
+
+def test_replayed_stream_flags_its_abnormal_hour(bundle):
+    frame = SeedLikeGenerator(13).stream(0, hours=4, records_per_hour=3000, anomaly_rate=0.01, abnormal_hours={2: 0.3})
+    windower = Windower(WindowSettings(size_ms=3_600_000, allowed_lateness_ms=0))
+    pipeline = Pipeline(bundle, windower)
+    batch = RecordBatch(
+        values=[s.encode() for s in frame["sequence"]],
+        timestamps_ms=frame["timestamp_ms"].to_numpy(),
+        topics=np.full(len(frame), "t", dtype=object),
+        weights=frame["weight"].to_numpy(dtype=float),
+    )
+    result = pipeline.process(batch)
+    closed = result.closed + windower.close_due(4 * 3_600_000)
+    assert [w.start_ms for w in closed] == [0, 3_600_000, 7_200_000, 10_800_000]
+    figures = [w.figures() for w in closed]
+    assert [f["count"] for f in figures] == [3000] * 4
+    # The weighted mean error of hour 2 is the original's rating, computed here independently.
+    hour2 = (frame["timestamp_ms"] >= 7_200_000) & (frame["timestamp_ms"] < 10_800_000)
+    w = frame["weight"].to_numpy(dtype=float)[hour2.to_numpy()]
+    e = result.errors[hour2.to_numpy()]
+    assert figures[2]["mean_error"] == pytest.approx((w * e).sum() / w.sum(), rel=1e-9)
+    assert figures[2]["abnormality"] > 55 > figures[1]["abnormality"] > 45
+    assert figures[3]["abnormality"] < 45
+    assert figures[2]["anomaly_rate"] > 3 * figures[1]["anomaly_rate"]

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from monitor.bundle import load_bundle, save_bundle
+from monitor.errors import BundleError
+from monitor.score import DenseLayer
+from monitor.vectorize import Vectorizer, VectorizerSettings
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    vectorizer = Vectorizer(VectorizerSettings(vocab_size=8), ["df", "36", "fr", "gx567"])
+    layers = [
+        DenseLayer(rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32), "relu"),
+        DenseLayer(rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32), "linear"),
+    ]
+    reference = np.arange(1, 101, dtype=float)[::-1] / 100  # unsorted on purpose: saving sorts
+    return save_bundle(tmp_path / "b", vectorizer=vectorizer, layers=layers, reference_errors=reference,
+                       threshold_percentile=99.0, metadata={"training_rows": 7})
+
+
+def test_round_trip_keeps_scores_threshold_and_metadata(bundle_dir):
+    b = load_bundle(bundle_dir)
+    assert b.vectorizer.vocabulary == ["df", "36", "fr", "gx567"]
+    assert b.threshold == pytest.approx(np.percentile(np.arange(1, 101) / 100, 99))
+    assert b.reference_errors[0] == 0.01 and b.reference_errors[-1] == 1.0
+    assert b.metadata["training_rows"] == 7 and len(b.content_hash) == 16
+    errors = b.errors(["df 36 fr gx567", "zz", ""])
+    assert np.isfinite(errors[:2]).all() and np.isnan(errors[2])
+    assert b.percentile_rank(np.array([0.5]))[0] == 50.0
+    assert b.is_anomaly(np.array([0.5, 2.0, np.nan])).tolist() == [False, True, False]
+    items = b.explain("df zz fr gx567", top=20)
+    assert sum(i["contribution"] for i in items) == pytest.approx(b.errors(["df zz fr gx567"])[0], rel=1e-9)
+    assert any(i["token"] == "zz" for i in items)  # the OOV place is shown as the raw unknown token
+
+
+def test_missing_bundle(tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+
+
+def test_damaged_file_is_named(bundle_dir):
+    path = bundle_dir / "reference_errors.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="reference_errors.npy does not match"):
+        load_bundle(bundle_dir)
+
+
+def test_unfinished_bundle_without_manifest(bundle_dir):
+    (bundle_dir / "bundle.json").unlink()
+    with pytest.raises(BundleError, match="no bundle.json"):
+        load_bundle(bundle_dir)
+
+
+def test_other_format_version_and_bad_json(bundle_dir):
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**doc, "format_version": 99}))
+    with pytest.raises(BundleError, match="format version 99"):
+        load_bundle(bundle_dir)
+    manifest.write_text("{not json")
+    with pytest.raises(BundleError, match="damaged bundle.json"):
+        load_bundle(bundle_dir)
+
+
+def test_settings_that_do_not_fit_the_weights(bundle_dir):
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    doc["vectorizer"]["encoding"] = "positional"
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match="inconsistent"):
+        load_bundle(bundle_dir)

@@ -1,0 +1,36 @@
+"""The numpy scorer is pinned to Keras' ``model.predict`` on the same weights."""
+
+import numpy as np
+import pytest
+
+from monitor.model import ModelSettings, build_autoencoder, export_layers
+from monitor.score import ReconstructionScorer
+from monitor.vectorize import Vectorizer, VectorizerSettings
+
+SEQUENCES = ["DF 36 FR GX567", "DK 40 DE AB123", "DF 36", "ZZ 99 QQ 11 extra", "df df df df", "x"] * 20
+
+
+@pytest.mark.parametrize(
+    "vec, mod",
+    [
+        (VectorizerSettings(encoding="positional"), ModelSettings(hidden=(32,), bottleneck=8)),
+        (VectorizerSettings(encoding="counts", max_length=None), ModelSettings()),
+        (VectorizerSettings(oov=False), ModelSettings(hidden=(), bottleneck=32, output_activation="relu")),
+        (VectorizerSettings(), ModelSettings(hidden=(16,), bottleneck=4, activation="tanh", output_activation="sigmoid")),
+    ],
+)
+def test_numpy_scorer_matches_model_predict(vec, mod):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    vectorizer = Vectorizer.fit(SEQUENCES[:3], vec)
+    model = build_autoencoder(vectorizer.n_features, mod)
+    # Random, non-trivial weights: a freshly built model's biases are all zero.
+    rng = np.random.default_rng(2)
+    model.set_weights([w + rng.normal(scale=0.1, size=w.shape) for w in model.get_weights()])
+    encoded = vectorizer.encode(SEQUENCES)
+    dense = encoded.to_dense()
+    keras_errors = ((dense - model.predict(dense, verbose=0)) ** 2).mean(axis=1)
+    ours = ReconstructionScorer(export_layers(model)).errors(encoded)
+    np.testing.assert_allclose(ours, keras_errors, atol=1e-5, rtol=1e-4)
+    assert np.ptp(ours) > 0
