@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from monitor.errors import BundleError, ConfigError
 from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank
@@ -47,11 +49,16 @@ class Bundle:
         return self.metadata.get("content_hash", "")
 
     def errors(self, sequences: Sequence[str]) -> np.ndarray:
-        """Reconstruction error per sequence (float64). A sequence with no tokens gets NaN."""
-        encoded = self.vectorizer.encode(sequences)
+        """Reconstruction error per sequence (float64). A sequence with no tokens gets NaN.
+
+        Each distinct sequence of the batch is vectorized and scored once: live traffic repeats itself (that is what
+        weights count), and one hash pass costs far less than scoring the repeats.
+        """
+        distinct = pc.dictionary_encode(pa.array(sequences, pa.string()))
+        encoded = self.vectorizer.encode(distinct.dictionary)
         errors = self.scorer.errors(encoded)
         errors[encoded.token_counts == 0] = np.nan
-        return errors
+        return errors[distinct.indices.to_numpy(zero_copy_only=False)]
 
     def percentile_rank(self, errors: np.ndarray) -> np.ndarray:
         """0–100 rank of each error among the reference errors (weak: share of reference errors ≤ the error)."""

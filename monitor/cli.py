@@ -296,20 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("bundle")
     i.set_defaults(func=cmd_inspect)
 
-    _extra_commands(sub)
+    # Commands that live in their own modules; registering them imports no heavy library.
+    from monitor import bench, demo  # noqa: PLC0415
+
+    bench.register(sub)
+    demo.register(sub)
     return p
-
-
-def _extra_commands(sub) -> None:
-    """Commands defined in their own modules (benchmark, demo, daemon) register here."""
-    for module in ("monitor.bench", "monitor.demo", "monitor.run"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

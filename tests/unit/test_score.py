@@ -43,8 +43,8 @@ def test_fast_linear_path_equals_the_dense_reconstruction():
     x = (rng.random((50, d)) < 0.1).astype(np.float32)
     enc = encoded_from_dense(x)
     y = scorer.reconstruct(sp.csr_matrix(x.astype(float)))
-    np.testing.assert_allclose(scorer.errors(enc), ((x - y) ** 2).mean(axis=1), rtol=1e-10)
-    assert scorer.contributions(enc, 3).sum() / d == pytest.approx(scorer.errors(enc)[3], rel=1e-10)
+    np.testing.assert_allclose(scorer.errors(enc), ((x - y) ** 2).mean(axis=1), rtol=1e-5)
+    assert scorer.contributions(enc, 3).sum() / d == pytest.approx(scorer.errors(enc)[3], rel=1e-5)
 
 
 def test_percentile_rank_is_scipys_weak_kind():
