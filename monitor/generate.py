@@ -613,8 +613,8 @@ def _epoch_ms(start: str | int) -> int:
     except ValueError:
         raise ConfigError(f"start must be an ISO 8601 time such as 2026-01-01T00:00:00Z, got {start!r}") from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return (t - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(milliseconds=1)
+        t = t.replace(tzinfo=dt.UTC)
+    return (t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
 
 
 # Independent random streams per artifact: changing one size (say n_train) leaves the other files unchanged.

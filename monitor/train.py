@@ -6,7 +6,7 @@ import dataclasses
 import platform
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +97,7 @@ def train_bundle(
     # Reference errors are over every held-out occurrence: percentile ranks describe traffic as it arrives.
     reference = ReconstructionScorer(layers).errors(vectorizer.encode(held_rows))
     metadata = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seqmon_version": __version__,
         "tensorflow_version": tensorflow_version(),
         "python_version": platform.python_version(),
