@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.bundle import Bundle
-from monitor.decode import EMPTY, Decoded, decode_plain
+from monitor.decode import EMPTY, INVALID_TIMESTAMP, Decoded, decode_plain
 from monitor.errors import InputError
 from monitor.window import ClosedWindow, Windower
 
@@ -52,7 +52,10 @@ class Pipeline:
         self.windower = windower
         self.decode = decode
 
-    def process(self, batch: RecordBatch) -> BatchResult:
+    def process(self, batch: RecordBatch, max_event_ms: int | None = None) -> BatchResult:
+        """Score and window one batch. Records with an event time after ``max_event_ms`` (UTC epoch ms) are not
+        scored but marked ``invalid_timestamp``: a clock far ahead would push the watermark and make the real
+        records late."""
         decoded = self.decode(batch.values)
         ok = np.flatnonzero(decoded.ok)
         errors = np.full(len(batch), np.nan)
@@ -60,9 +63,11 @@ class Pipeline:
             errors[ok] = self.bundle.errors([decoded.sequences[i] for i in ok])
         reasons = decoded.reasons
         reasons[decoded.ok & np.isnan(errors)] = EMPTY
+        stamps = np.where(decoded.timestamps_ms >= 0, decoded.timestamps_ms, batch.timestamps_ms)
+        if max_event_ms is not None:
+            reasons[(reasons == "") & (stamps > max_event_ms)] = INVALID_TIMESTAMP
         scored = np.flatnonzero(reasons == "")
         weights = decoded.weights if batch.weights is None else batch.weights
-        stamps = np.where(decoded.timestamps_ms >= 0, decoded.timestamps_ms, batch.timestamps_ms)
         e = errors[scored]
         closed, late_scored = self.windower.add(
             batch.topics[scored],
