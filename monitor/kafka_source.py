@@ -17,7 +17,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable
 from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -49,7 +49,6 @@ SOURCE_HEADER = "seqmon-source"
 _OFFSET = itemgetter(3)
 _TIMESTAMP = itemgetter(4)
 _VALUE = itemgetter(7)
-_KEY = attrgetter("topic", "partition")
 
 
 class KafkaSinkError(MonitorError):

@@ -57,7 +57,7 @@ kafka_version() {
 ensure_libs() {
   local version tmp
   version="$(kafka_version)"
-  if [[ -f "$LIBS_DIR/kafka_2.13-$version.jar" ]]; then
+  if [[ -f "$LIBS_DIR/kafka_2.13-$version.jar" && -f "$LIBS_DIR/kafka-tools-$version.jar" ]]; then
     return 0
   fi
   command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch the Kafka jars"
@@ -68,7 +68,7 @@ ensure_libs() {
     rm -rf "$tmp"
     die "Maven could not fetch the Kafka jars (see the output above)"
   fi
-  if [[ ! -f "$LIBS_DIR/kafka_2.13-$version.jar" ]]; then
+  if [[ ! -f "$LIBS_DIR/kafka-tools-$version.jar" ]]; then
     rm -rf "$LIBS_DIR"
     mv -T "$tmp" "$LIBS_DIR" 2>/dev/null || true   # lost a race with another start: fine
   fi
