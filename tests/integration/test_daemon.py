@@ -274,3 +274,58 @@ def test_sigkill_mid_window_and_restart_gives_the_same_windows(kafka_bootstrap, 
     for key in whole:
         assert killed[key] == whole[key], key
     assert [whole[k]["count"] for k in sorted(whole, key=lambda k: int(k.split("/")[-1]))][:4] == [1500] * 4
+
+
+def test_two_daemons_in_one_group_count_every_record_once(kafka_bootstrap, bundle_path, tmp_path):
+    topic = f"seq-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_bootstrap, topic, 4)
+    base = base_ms() - 60_000
+    n = 40_000
+    stamps = base + np.sort(np.random.default_rng(3).integers(0, 4 * WINDOW_S * 1000, n))
+    seqs = SeedLikeGenerator(26).normal(n)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20)
+    for i, (ts, s) in enumerate(zip(stamps.tolist(), seqs)):
+        producer.send(topic, value=s.encode(), timestamp_ms=ts, partition=i % 4)
+    producer.flush()
+    # Lateness longer than the data span: whichever partition a daemon reads first, no record is late.
+    extra = {"kafka.group_id": f"g-{uuid.uuid4().hex[:8]}", "window.allowed_lateness_seconds": "60", "batch.max_records": "200"}
+    a = Daemon(settings_for(kafka_bootstrap, bundle_path, tmp_path / "a", topic, **extra), registry=CollectorRegistry())
+    b = Daemon(settings_for(kafka_bootstrap, bundle_path, tmp_path / "b", topic, **extra), registry=CollectorRegistry())
+    consumed = lambda d: d.registry.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) or 0  # noqa: E731
+    threads = []
+    try:
+        a.start()
+        threads.append(threading.Thread(target=a.run, daemon=True))
+        threads[-1].start()
+        deadline = time.time() + 60
+        while consumed(a) < 2000 and time.time() < deadline:
+            time.sleep(0.05)
+        b.start()  # joins mid-stream: the group rebalances while a is consuming
+        threads.append(threading.Thread(target=b.run, daemon=True))
+        threads[-1].start()
+        deadline = time.time() + 120
+        while consumed(a) + consumed(b) < n and time.time() < deadline:
+            time.sleep(0.2)
+        assert consumed(a) + consumed(b) == n
+        assert consumed(b) > 0, "the second daemon got no partition"
+        closer = base + 12 * WINDOW_S * 1000
+        for p in range(4):
+            producer.send(topic, value=b"DF 36 FR GX567", timestamp_ms=closer, partition=p)
+        producer.flush()
+        deadline = time.time() + 60
+        while (len(a.closed_windows) < 4 or len(b.closed_windows) < 4) and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        producer.close()
+        for d in (a, b):
+            d.stop()
+        for t in threads:
+            t.join(timeout=30)
+    assert consumed(a) + consumed(b) == n + 4
+    for d in (a, b):
+        assert d.registry.get_sample_value("seqmon_records_late_total", {"topic": topic}) == 0
+    for w in range(4):
+        start = base - base % (WINDOW_S * 1000) + w * WINDOW_S * 1000
+        expected = int(((stamps >= start) & (stamps < start + WINDOW_S * 1000)).sum())
+        counts = [sum(x.figures()["count"] for x in d.closed_windows if x.start_ms == start) for d in (a, b)]
+        assert sum(counts) == expected, (w, counts, expected)
