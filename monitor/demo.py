@@ -13,35 +13,45 @@ from pathlib import Path
 from monitor.errors import ConfigError
 
 
-def _replay(bundle_path: str | Path, stream: str | Path, window_size_s: int, lateness_s: int, topic: str) -> list:
-    from monitor.bundle import load_bundle  # noqa: PLC0415
-    from monitor.pipeline import REPORT_HEADER, Pipeline, format_window, read_stream_csv  # noqa: PLC0415
-    from monitor.window import Windower, WindowSettings  # noqa: PLC0415
+def _replay(bundle_path, stream, window_size_s: int, lateness_s: int, topic: str, metrics_port: int | None = None) -> list:
+    """Replay a timestamped CSV through the daemon itself, with a file as its source, and print each closed window."""
+    import tempfile  # noqa: PLC0415
 
-    settings = WindowSettings(size_ms=window_size_s * 1000, allowed_lateness_ms=lateness_s * 1000)
-    pipeline = Pipeline(load_bundle(bundle_path), Windower(settings))
+    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+
+    from monitor.config import load_settings  # noqa: PLC0415
+    from monitor.pipeline import REPORT_HEADER, format_window  # noqa: PLC0415
+    from monitor.run import Daemon  # noqa: PLC0415
+    from monitor.source import FileSource  # noqa: PLC0415
+
+    source = FileSource(stream, topic=topic)
+    with tempfile.TemporaryDirectory(prefix="seqmon-replay-") as state:  # a replay is one-shot: nothing to resume
+        settings = load_settings(None, env={}, overrides=[
+            f"model.bundle={bundle_path}", f"state.directory={state}", f"window.size_seconds={window_size_s}",
+            f"window.allowed_lateness_seconds={lateness_s}", "window.idle_close_interval_seconds=0",
+            "window.max_future_seconds=3153600000", "model.watch_interval_seconds=0", "state.checkpoint_interval_seconds=3600",
+            f"metrics.port={metrics_port or 9108}", f"kafka.topics={topic}",
+        ])
+        daemon = Daemon(settings, registry=CollectorRegistry())
+        daemon.start(source=source, serve_metrics=metrics_port is not None)
+        daemon.run()
     print(REPORT_HEADER)
-    closed, records, invalid, late, last_ms = [], 0, 0, 0, None
-    for batch in read_stream_csv(stream, topic=topic):
-        result = pipeline.process(batch)
-        records += len(batch)
-        invalid += sum(result.invalid_by_reason.values())
-        late += int(result.late.sum())
-        last_ms = int(batch.timestamps_ms.max()) if last_ms is None else max(last_ms, int(batch.timestamps_ms.max()))
-        for window in result.closed:
-            print(format_window(window), flush=True)
-        closed.extend(result.closed)
-    if last_ms is not None:
-        # End of file: close what is still open as an idle stream would be closed by the wall clock.
-        for window in pipeline.windower.close_due(last_ms + settings.size_ms + settings.allowed_lateness_ms):
-            print(format_window(window), flush=True)
-            closed.append(window)
-    print(f"{records:,} records replayed: {invalid:,} invalid, {late:,} late, {len(closed)} windows closed", file=sys.stderr)
-    return closed
+    for window in daemon.closed_windows:
+        print(format_window(window))
+    reg = daemon.registry
+    consumed = reg.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) or 0
+    late = reg.get_sample_value("seqmon_records_late_total", {"topic": topic}) or 0
+    invalid = sum(
+        s.value for m in reg.collect() if m.name == "seqmon_records_invalid" for s in m.samples if s.name.endswith("_total")
+    )
+    print(f"{consumed:,.0f} records replayed: {invalid:,.0f} invalid, {late:,.0f} late, {len(daemon.closed_windows)} windows closed", file=sys.stderr)
+    exported = [line for line in generate_latest(reg).decode().splitlines() if line.startswith(("seqmon_window_abnormality", "seqmon_window_mean_error{"))]
+    print("\nwhat Prometheus scrapes for the last window (seqmon run serves the same registry):\n  " + "\n  ".join(exported), file=sys.stderr)
+    return daemon.closed_windows
 
 
 def cmd_replay(args) -> int:
-    _replay(args.bundle, args.input, args.window_size, args.allowed_lateness, args.topic)
+    _replay(args.bundle, args.input, args.window_size, args.allowed_lateness, args.topic, args.metrics_port)
     return 0
 
 
@@ -97,4 +107,5 @@ def register(sub) -> None:
     r.add_argument("--window-size", type=int, default=3600, help="window length in seconds (default %(default)s)")
     r.add_argument("--allowed-lateness", type=int, default=300, help="seconds (default %(default)s)")
     r.add_argument("--topic", default="replay", help="topic label of the replayed records")
+    r.add_argument("--metrics-port", type=int, help="also serve the metrics on 127.0.0.1:PORT while replaying")
     r.set_defaults(func=cmd_replay)

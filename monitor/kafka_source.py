@@ -201,6 +201,9 @@ class KafkaSource:
         """The underlying KafkaConsumer (metrics, pause/resume); do not commit or poll through it."""
         return self._consumer
 
+    #: A stream never ends (``FileSource`` sets this once a file is read).
+    finished = False
+
     def poll(self, timeout_ms: int, max_records: int) -> RecordBatch | None:
         """Records that arrived within ``timeout_ms`` (at most ``max_records``), as one batch; None if none did.
 

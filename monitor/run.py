@@ -91,21 +91,28 @@ class Daemon:
 
     # --- life cycle ------------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, source=None, serve_metrics: bool = True) -> None:
+        """Open the source (the Kafka consumer group unless another source is given), the sink and the metrics server.
+
+        Any object with the ``KafkaSource`` methods can be the source; ``monitor.source.FileSource`` replays a file.
+        """
         from monitor.export import serve  # noqa: PLC0415
         from monitor.kafka_source import KafkaSink, KafkaSource  # noqa: PLC0415
 
         k = self.settings.kafka
-        self._server = serve(self.registry, self.settings.metrics.host, self.settings.metrics.port)
-        if k.dead_letter_topic or k.results_topic:
-            self.sink = KafkaSink(k.producer_config())
-        self.source = KafkaSource(
-            k.consumer_config(),
-            topics=list(k.topics) if not k.topic_pattern else None,
-            pattern=k.topic_pattern or None,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-        )
+        if serve_metrics:
+            self._server = serve(self.registry, self.settings.metrics.host, self.settings.metrics.port)
+        if source is None:
+            if k.dead_letter_topic or k.results_topic:
+                self.sink = KafkaSink(k.producer_config())
+            source = KafkaSource(
+                k.consumer_config(),
+                topics=list(k.topics) if not k.topic_pattern else None,
+                pattern=k.topic_pattern or None,
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+            )
+        self.source = source
         self._start_scheduler()
         log.info("seqmon running: bundle %s, metrics on %s:%d", self.bundle_path, self.settings.metrics.host, self.settings.metrics.port)
 
@@ -138,6 +145,9 @@ class Daemon:
                 batch = self.source.poll(b.max_latency_ms, b.max_records)
                 if batch is not None:
                     self.process(batch)
+                elif self.source.finished:
+                    self._close_all()
+                    break
                 self._between_batches()
         finally:
             self.shutdown()
@@ -163,6 +173,15 @@ class Daemon:
             log.warning("invalid records since the last report: %s", dict(self._invalid_since_log))
             self._invalid_since_log.clear()
             self._last_invalid_log = now
+
+    def _close_all(self) -> None:
+        """End of a finite source: close every open window, as the wall clock would once the stream went idle."""
+        w = self.pipeline.windower
+        ends = [ow.end_ms for ow in w.open_windows()]
+        if ends:
+            closed = w.close_due(max(ends) + w.settings.allowed_lateness_ms)
+            if closed:
+                self._emit(closed, self.clock())
 
     def shutdown(self) -> None:
         if self._scheduler is not None:

@@ -59,3 +59,45 @@ def read_sequences(path: str | Path, column: str | None = None, max_bytes: int =
     decoded = decode_plain([v.encode("utf-8") if isinstance(v, str) else b"" for v in values], max_bytes)
     decoded.reasons[missing] = MISSING_FIELD
     return decoded
+
+
+class FileSource:
+    """A finite source over a timestamped CSV (``timestamp_ms, sequence[, weight]``), with the ``KafkaSource``
+    methods the daemon calls: one partition, offsets are row numbers, so a checkpoint resumes a replay."""
+
+    def __init__(self, path: str | Path, topic: str = "replay", batch_size: int = 50_000):
+        from monitor.pipeline import read_stream_csv  # noqa: PLC0415
+
+        self.topic = topic
+        self._batches = list(read_stream_csv(path, topic=topic, batch_size=batch_size))
+        self._rows = sum(len(b) for b in self._batches)
+        self._next = 0  # index of the next batch
+        self._position = 0  # next row
+
+    @property
+    def finished(self) -> bool:
+        return self._next >= len(self._batches)
+
+    def poll(self, timeout_ms: int, max_records: int):
+        import dataclasses  # noqa: PLC0415
+
+        if self.finished:
+            return None
+        batch = self._batches[self._next]
+        self._next += 1
+        offsets = np.arange(self._position, self._position + len(batch), dtype=np.int64)
+        self._position += len(batch)
+        return dataclasses.replace(batch, partitions=np.zeros(len(batch), dtype=np.int32), offsets=offsets)
+
+    def assignment(self) -> list[tuple[str, int]]:
+        return [(self.topic, 0)]
+
+    def commit(self, offsets) -> None:
+        """Nothing to commit: the checkpoint in the state directory holds the position."""
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {(self.topic, 0): self._rows - self._position}
+
+    def close(self) -> None:
+        self._batches = []
+        self._next = 0

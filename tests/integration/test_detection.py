@@ -52,3 +52,19 @@ def test_replayed_stream_flags_its_abnormal_hour(bundle):
     assert figures[2]["abnormality"] > 55 > figures[1]["abnormality"] > 45
     assert figures[3]["abnormality"] < 45
     assert figures[2]["anomaly_rate"] > 3 * figures[1]["anomaly_rate"]
+
+
+def test_seqmon_replay_runs_the_daemon_over_a_file(bundle, tmp_path, capsys):
+    from monitor.cli import main
+
+    frame = SeedLikeGenerator(14).stream(0, hours=3, records_per_hour=2000, anomaly_rate=0.01, abnormal_hours={1: 0.4})
+    frame.loc[5, "sequence"] = "!!!"  # no tokens: invalid, not scored
+    path = tmp_path / "stream.csv"
+    frame[["timestamp_ms", "sequence", "weight"]].to_csv(path, index=False)
+    assert main(["replay", str(bundle.path), str(path), "--topic", "t"]) == 0
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines() if line.startswith("1970-01-01")]
+    assert [r[1] for r in rows] == ["00:00Z", "01:00Z", "02:00Z"]
+    assert [int(r[3].replace(",", "")) for r in rows] == [1999, 2000, 2000]
+    assert float(rows[1][7]) > 55 > float(rows[2][7])
+    assert "6,000 records replayed: 1 invalid, 0 late, 3 windows closed" in err
