@@ -85,6 +85,7 @@ class Daemon:
         self._invalid_since_log: Counter = Counter()
         self._last_invalid_log = 0.0
         self.source = None
+        self.partitions: list[tuple[str, int]] = []  # assigned by the group, as (topic, partition)
         self.sink = None
         self._server = None
         self._scheduler = None
@@ -273,6 +274,7 @@ class Daemon:
                 self.source.commit(commit)
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
+        self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
         self.checkpoint([_key(t, p) for t, p in partitions])
         for topic, partition in partitions:
             self.metrics.remove_lag(topic, partition)
@@ -289,6 +291,7 @@ class Daemon:
                 self.offsets[_key(topic, partition)] = theirs
         if seek:
             self.source.seek(seek)
+        self.partitions = sorted(set(self.partitions) | set(partitions))
         log.info("assigned %s", ", ".join(_key(t, p) for t, p in partitions) or "nothing")
 
     # --- bundle ----------------------------------------------------------------------------------------------------

@@ -284,9 +284,13 @@ def test_two_daemons_in_one_group_count_every_record_once(kafka_bootstrap, bundl
     stamps = base + np.sort(np.random.default_rng(3).integers(0, 4 * WINDOW_S * 1000, n))
     seqs = SeedLikeGenerator(26).normal(n)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20)
-    for i, (ts, s) in enumerate(zip(stamps.tolist(), seqs)):
-        producer.send(topic, value=s.encode(), timestamp_ms=ts, partition=i % 4)
-    producer.flush()
+
+    def send(rows):
+        for i in rows:
+            producer.send(topic, value=seqs[i].encode(), timestamp_ms=int(stamps[i]), partition=i % 4)
+        producer.flush()
+
+    send(range(n // 2))
     # Lateness longer than the data span: whichever partition a daemon reads first, no record is late.
     extra = {"kafka.group_id": f"g-{uuid.uuid4().hex[:8]}", "window.allowed_lateness_seconds": "60", "batch.max_records": "200"}
     a = Daemon(settings_for(kafka_bootstrap, bundle_path, tmp_path / "a", topic, **extra), registry=CollectorRegistry())
@@ -303,6 +307,11 @@ def test_two_daemons_in_one_group_count_every_record_once(kafka_bootstrap, bundl
         b.start()  # joins mid-stream: the group rebalances while a is consuming
         threads.append(threading.Thread(target=b.run, daemon=True))
         threads[-1].start()
+        deadline = time.time() + 60
+        while not (b.partitions and a.partitions) and time.time() < deadline:
+            time.sleep(0.1)
+        assert b.partitions and a.partitions and not set(a.partitions) & set(b.partitions)
+        send(range(n // 2, n))  # the second half lands on partitions of both daemons
         deadline = time.time() + 120
         while consumed(a) + consumed(b) < n and time.time() < deadline:
             time.sleep(0.2)
