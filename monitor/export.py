@@ -328,6 +328,18 @@ class Metrics:
         return Gauge(doc.name, doc.help, doc.labels, registry=self.registry)
 
     # ------------------------------------------------------------------ per batch
+    def init_topic(self, topic: str, reasons: Sequence[str] = ()) -> None:
+        """Create a topic's counters at 0 as soon as it is assigned.
+
+        ``rate()`` and ``increase()`` need a first sample to count from: a series born holding its first batch would
+        hide that batch (and the first invalid record of a reason) from every rule and panel.
+        """
+        for counter in (self.records_consumed, self.records_scored, self.records_late, self.anomalies,
+                        self.windows_closed, self.windows_weight_total, self.windows_weighted_error_total):
+            counter.labels(topic)
+        for reason in reasons:
+            self.records_invalid.labels(topic, reason)
+
     def record_batch(
         self,
         topic: str,

@@ -26,7 +26,7 @@ import numpy as np
 
 from monitor.bundle import load_bundle
 from monitor.checkpoint import read_checkpoint, write_checkpoint
-from monitor.decode import decode_json, decode_plain
+from monitor.decode import REASONS, decode_json, decode_plain
 from monitor.errors import BundleError
 from monitor.pipeline import Pipeline, RecordBatch
 from monitor.window import ClosedWindow, Windower
@@ -114,6 +114,8 @@ class Daemon:
                 on_revoke=self._on_revoke,
             )
         self.source = source
+        for topic in {t for t, _ in self.source.assignment()}:
+            self.metrics.init_topic(topic, REASONS)
         self._start_scheduler()
         log.info("seqmon running: bundle %s, metrics on %s:%d", self.bundle_path, self.settings.metrics.host, self.settings.metrics.port)
 
@@ -292,6 +294,8 @@ class Daemon:
         if seek:
             self.source.seek(seek)
         self.partitions = sorted(set(self.partitions) | set(partitions))
+        for topic in {t for t, _ in partitions}:
+            self.metrics.init_topic(topic, REASONS)
         log.info("assigned %s", ", ".join(_key(t, p) for t, p in partitions) or "nothing")
 
     # --- bundle ----------------------------------------------------------------------------------------------------
