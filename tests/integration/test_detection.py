@@ -68,3 +68,34 @@ def test_seqmon_replay_runs_the_daemon_over_a_file(bundle, tmp_path, capsys):
     assert [int(r[3].replace(",", "")) for r in rows] == [1999, 2000, 2000]
     assert float(rows[1][7]) > 55 > float(rows[2][7])
     assert "6,000 records replayed: 1 invalid, 0 late, 3 windows closed" in err
+
+
+def test_bundle_reload_keeps_the_old_bundle_when_the_new_one_is_broken(bundle, tmp_path):
+    import os
+    import shutil
+
+    from prometheus_client import CollectorRegistry
+
+    from monitor.config import load_settings
+    from monitor.run import Daemon
+
+    path = tmp_path / "bundle"
+    shutil.copytree(bundle.path, path)
+    settings = load_settings(None, env={}, overrides=[f"model.bundle={path}", f"state.directory={tmp_path / 'state'}"])
+    daemon = Daemon(settings, registry=CollectorRegistry())
+    reg = daemon.registry
+    old = daemon.pipeline.bundle
+    (path / "weights.npz").write_bytes(b"broken")
+    assert daemon.reload_bundle() is False
+    assert daemon.pipeline.bundle is old
+    assert reg.get_sample_value("seqmon_bundle_reloads_total", {"result": "failure"}) == 1
+    shutil.copy(bundle.path / "weights.npz", path / "weights.npz")
+    daemon._watch_bundle()  # bundle.json did not change: the watch job asks for nothing
+    assert not daemon._reload.is_set()
+    os.utime(path / "bundle.json", ns=(1, 1))
+    daemon._watch_bundle()
+    assert daemon._reload.is_set()
+    assert daemon.reload_bundle() is True
+    assert daemon.pipeline.bundle is not old
+    assert reg.get_sample_value("seqmon_bundle_reloads_total", {"result": "success"}) == 1
+    assert reg.get_sample_value("seqmon_bundle_info", {"content_hash": old.content_hash, "created_at": old.metadata["created_at"], "path": str(path)}) == 1
