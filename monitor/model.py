@@ -63,13 +63,6 @@ class ModelSettings:
         d["hidden"] = list(self.hidden)
         return d
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown model setting {unknown[0]!r}")
-        return cls(**data)
 
 
 def _keras():

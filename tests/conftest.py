@@ -40,3 +40,15 @@ def kafka_bootstrap(tmp_path_factory):
         yield bootstrap
     finally:
         stop_broker(port, data_dir)
+
+
+@pytest.fixture(scope="session")
+def bundle_path(tmp_path_factory):
+    """A small seed-preset bundle, trained once per session, for the daemon and Prometheus tests."""
+    from monitor.generate import SeedLikeGenerator
+    from monitor.train import preset, train_bundle
+
+    vec, mod = preset("seed", epochs=30)
+    path = tmp_path_factory.mktemp("bundle") / "bundle"
+    train_bundle(SeedLikeGenerator(21).normal(4000), path, vec, mod, verbose=0, log=lambda m: None)
+    return path

@@ -23,19 +23,10 @@ from prometheus_client import CollectorRegistry
 from monitor.config import load_settings
 from monitor.generate import SeedLikeGenerator
 from monitor.run import Daemon
-from monitor.train import preset, train_bundle
 from tests.kafka_broker import create_topic, free_port
 
 pytestmark = pytest.mark.slow
 WINDOW_S = 10
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    vec, mod = preset("seed", epochs=30)
-    path = tmp_path_factory.mktemp("bundle") / "bundle"
-    train_bundle(SeedLikeGenerator(21).normal(4000), path, vec, mod, verbose=0, log=lambda m: None)
-    return path
 
 
 def settings_for(bootstrap, bundle_path, state_dir, topic, **extra):

@@ -36,7 +36,6 @@ import pytest
 from kafka import KafkaProducer
 
 from monitor.generate import SeedLikeGenerator
-from monitor.train import preset, train_bundle
 from tests.kafka_broker import create_topic, free_port
 
 pytestmark = pytest.mark.slow
@@ -151,14 +150,6 @@ def _ready(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-@pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory):
-    vec, mod = preset("seed", epochs=30)
-    path = tmp_path_factory.mktemp("bundle") / "bundle"
-    train_bundle(SeedLikeGenerator(21).normal(4000), path, vec, mod, verbose=0, log=lambda m: None)
-    return path
 
 
 def start_daemon(bootstrap: str, bundle: Path, tmp: Path, topics: list[str], metrics_port: int) -> Proc:
