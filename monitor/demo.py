@@ -81,7 +81,7 @@ def cmd_demo(args) -> int:
     sequences = Path(paths["train.txt"]).read_text(encoding="utf-8").splitlines()
     train_bundle(sequences, workdir / "bundle", vec, mod, verbose=0, log=lambda m: print("    " + m, file=sys.stderr), preset_name="seed")
     print("3/3 replaying the timestamped stream through hourly windows\n", file=sys.stderr)
-    _replay(workdir / "bundle", paths["stream.csv"], 3600, 300, "demo")
+    _replay(workdir / "bundle", paths["stream.csv"], 3600, 300, "demo", args.metrics_port)
     print(
         f"\ndone in {time.perf_counter() - started:.0f} s. 'abnormality' is the chance (0-100) that a record of this hour "
         "has a larger error than one of the previous hour: 50 means alike.",
@@ -99,6 +99,7 @@ def register(sub) -> None:
     d.add_argument("--train", type=int, default=30_000, help="normal training sequences")
     d.add_argument("--epochs", type=int, default=30)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--metrics-port", type=int, help="also serve the metrics on 127.0.0.1:PORT while replaying")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("replay", help="replay a timestamped CSV (timestamp_ms, sequence[, weight]) through windows")
