@@ -4,6 +4,7 @@ Prints records/s while it catches up with a pre-filled topic, the lag, and the p
 
     python tests/bench/bench_daemon.py --records 10000000            # starts its own broker on a free port
     python tests/bench/bench_daemon.py --records 2000000 --profile   # also prints where the time goes
+    python tests/bench/bench_daemon.py --records 10000000 --daemons 2  # `seqmon run` processes in one group
 
 The topic is filled by Kafka's own ProducerPerformance tool (kafka-python's producer is the slow side, ~30k/s) from a
 payload file of seed-like sequences, 1 % of them abnormal.
@@ -56,11 +57,65 @@ def fill_topic(bootstrap: str, topic: str, records: int, payload: Path) -> float
     return records / (time.perf_counter() - started)
 
 
+def scrape_consumed(port: int) -> float:
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("seqmon_records_consumed_total{"))
+
+
+def process_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_processes(args, bootstrap: str, topic: str, bundle: Path, work: Path) -> None:
+    """N daemons as deployed (`seqmon run` processes, one consumer group); records/s summed from their metrics."""
+    group = f"bench-{uuid.uuid4().hex[:6]}"
+    procs, ports = [], []
+    for i in range(args.daemons):
+        port = free_port()
+        ports.append(port)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "run", "--set", f"kafka.bootstrap_servers={bootstrap}",
+             "--set", f"kafka.topics={topic}", "--set", f"kafka.group_id={group}", "--set", f"model.bundle={bundle}",
+             "--set", f"state.directory={work / f'state-{i}'}", "--set", f"metrics.port={port}",
+             "--set", "model.watch_interval_seconds=0", "--set", "window.max_future_seconds=86400", "--set", "log.level=WARNING"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    try:
+        t0 = time.perf_counter()
+        last_t, last_n, peak = t0, 0.0, 0.0
+        print(f"{'seconds':>8} {'consumed':>12} {'records/s':>10} {'RSS MiB per daemon':>20}", flush=True)
+        while True:
+            time.sleep(5)
+            n, now = sum(scrape_consumed(p) for p in ports), time.perf_counter()
+            rss = [process_rss_mib(p.pid) for p in procs]
+            peak = max(peak, *rss)
+            print(f"{now - t0:>8.0f} {n:>12,.0f} {(n - last_n) / (now - last_t):>10,.0f} {' '.join(f'{r:.0f}' for r in rss):>20}", flush=True)
+            last_t, last_n = now, n
+            if n >= args.records:
+                print(f"caught up: {n:,.0f} records in {now - t0:.1f} s (group joins included) = {n / (now - t0):,.0f} records/s; peak RSS {peak:,.0f} MiB per daemon")
+                return
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=10_000_000)
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--profile", action="store_true", help="run the daemon under cProfile and print the top functions")
+    p.add_argument("--daemons", type=int, default=0, help="run N `seqmon run` processes in one group instead (scraped over HTTP)")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="seqmon-bench-daemon-"))
@@ -89,6 +144,9 @@ def main() -> None:
             f"state.directory={work / 'state'}", "model.watch_interval_seconds=0", f"metrics.port={free_port()}",
             "window.max_future_seconds=86400",
         ])
+        if args.daemons:
+            run_processes(args, bootstrap, topic, bundle, work)
+            return
         daemon = Daemon(settings, registry=CollectorRegistry())
         daemon.start()
         consumed = lambda: daemon.registry.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) or 0.0  # noqa: E731
