@@ -59,6 +59,7 @@ _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _RECORD_FORMATS = ("plain", "json")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_KAFKA_CLIENTS = ("kafka-python", "confluent")
 
 
 def _error(message: str, *keys: str) -> ConfigError:
@@ -141,6 +142,9 @@ class KafkaSettings(_Section):
 
     Attributes
     ----------
+    client : str
+        Consumer library of the daemon's source: ``"kafka-python"`` (pure Python record parsing, ~75k records/s) or
+        ``"confluent"`` (confluent-kafka on librdkafka, parses in C).  The same settings apply to both.
     bootstrap_servers : str
         Comma-separated ``host:port`` list of brokers to bootstrap from.
     topics : tuple of str
@@ -179,6 +183,7 @@ class KafkaSettings(_Section):
     SECTION: ClassVar[str] = "kafka"
     SECRETS: ClassVar[frozenset[str]] = frozenset({"sasl_plain_password"})
 
+    client: str = "kafka-python"
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: tuple[str, ...] = ("sequences",)
     topic_pattern: str = ""
@@ -201,6 +206,7 @@ class KafkaSettings(_Section):
     results_topic: str = ""
 
     def __post_init__(self) -> None:
+        self._choice("client", _KAFKA_CLIENTS)
         self._str("bootstrap_servers", nonempty=True)
         if not all(s.strip() for s in self.bootstrap_servers.split(",")):
             raise _error(

@@ -106,7 +106,13 @@ class Daemon:
         if source is None:
             if k.dead_letter_topic or k.results_topic:
                 self.sink = KafkaSink(k.producer_config())
-            source = KafkaSource(
+            if k.client == "confluent":
+                from monitor.confluent_source import ConfluentSource  # noqa: PLC0415
+
+                source_class = ConfluentSource
+            else:
+                source_class = KafkaSource
+            source = source_class(
                 k.consumer_config(),
                 topics=list(k.topics) if not k.topic_pattern else None,
                 pattern=k.topic_pattern or None,

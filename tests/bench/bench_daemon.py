@@ -5,6 +5,7 @@ Prints records/s while it catches up with a pre-filled topic, the lag, and the p
     python tests/bench/bench_daemon.py --records 10000000            # starts its own broker on a free port
     python tests/bench/bench_daemon.py --records 2000000 --profile   # also prints where the time goes
     python tests/bench/bench_daemon.py --records 10000000 --daemons 2  # `seqmon run` processes in one group
+    python tests/bench/bench_daemon.py --records 5000000 --client confluent  # kafka.client = "confluent"
 
 The topic is filled by Kafka's own ProducerPerformance tool (kafka-python's producer is the slow side, ~30k/s) from a
 payload file of seed-like sequences, 1 % of them abnormal.
@@ -86,7 +87,8 @@ def run_processes(args, bootstrap: str, topic: str, bundle: Path, work: Path) ->
             [sys.executable, "-m", "monitor.cli", "run", "--set", f"kafka.bootstrap_servers={bootstrap}",
              "--set", f"kafka.topics={topic}", "--set", f"kafka.group_id={group}", "--set", f"model.bundle={bundle}",
              "--set", f"state.directory={work / f'state-{i}'}", "--set", f"metrics.port={port}",
-             "--set", "model.watch_interval_seconds=0", "--set", "window.max_future_seconds=86400", "--set", "log.level=WARNING"],
+             "--set", "model.watch_interval_seconds=0", "--set", "window.max_future_seconds=86400", "--set", "log.level=WARNING",
+             "--set", f"kafka.client={args.client}"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
     try:
@@ -116,6 +118,7 @@ def main() -> None:
     p.add_argument("--bootstrap", help="use this broker instead of starting one")
     p.add_argument("--profile", action="store_true", help="run the daemon under cProfile and print the top functions")
     p.add_argument("--daemons", type=int, default=0, help="run N `seqmon run` processes in one group instead (scraped over HTTP)")
+    p.add_argument("--client", choices=("kafka-python", "confluent"), default="kafka-python", help="kafka.client of the daemon(s)")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="seqmon-bench-daemon-"))
@@ -142,7 +145,7 @@ def main() -> None:
             f"kafka.bootstrap_servers={bootstrap}", f"kafka.topics={topic}", f"kafka.group_id=bench-{uuid.uuid4().hex[:6]}",
             "kafka.session_timeout_ms=10000", "kafka.heartbeat_interval_ms=2000", f"model.bundle={bundle}",
             f"state.directory={work / 'state'}", "model.watch_interval_seconds=0", f"metrics.port={free_port()}",
-            "window.max_future_seconds=86400",
+            "window.max_future_seconds=86400", f"kafka.client={args.client}",
         ])
         if args.daemons:
             run_processes(args, bootstrap, topic, bundle, work)

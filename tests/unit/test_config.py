@@ -246,6 +246,17 @@ def test_enum_and_direct_construction_errors_are_named():
         load_settings(None, env={"SEQMON_LOG_LEVEL": "loud"})
 
 
+def test_kafka_client_choice():
+    assert Settings().kafka.client == "kafka-python"
+    assert load_settings(None, env={}, overrides=["kafka.client=confluent"]).kafka.client == "confluent"
+    assert load_settings(None, env={"SEQMON_KAFKA_CLIENT": "confluent"}).kafka.client == "confluent"
+    assert error_of(None, env={}, overrides=["kafka.client=librdkafka"]) == (
+        "kafka.client must be one of 'kafka-python', 'confluent', got 'librdkafka' (from --set kafka.client)"
+    )
+    with pytest.raises(ConfigError, match=r"^kafka.client must be one of 'kafka-python', 'confluent', got 3$"):
+        KafkaSettings(client=3)
+
+
 def test_heartbeat_not_below_session_is_rejected():
     message = error_of(None, env={"SEQMON_KAFKA_HEARTBEAT_INTERVAL_MS": "10000"})
     assert message == (
