@@ -30,6 +30,7 @@ from confluent_kafka import (
 
 from monitor.errors import ConfigError, MonitorError
 from monitor.pipeline import RecordBatch
+from monitor.source import check_subscription
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +156,7 @@ class ConfluentSource:
         on_revoke: PartitionCallback | None = None,
         on_lost: PartitionCallback | None = None,
     ):
-        if (topics is None) == (pattern is None):
-            raise ConfigError("a Kafka source needs either topics or a topic pattern, not both")
-        if topics is not None and not topics:
-            raise ConfigError("a Kafka source needs at least one topic")
+        check_subscription(topics, pattern)
         if not consumer_config.get("group_id") and not consumer_config.get("group.id"):
             raise ConfigError("the Kafka consumer needs a group_id: offsets are committed to the consumer group")
         config = translate_config(consumer_config)

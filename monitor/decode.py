@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 #: Why a record could not be scored. The values are metric label values and dead-letter header values.
 EMPTY = "empty"  # no tokens once tokenized (blank line, only punctuation)
@@ -46,11 +47,11 @@ def decode_plain(values: Sequence[bytes], max_bytes: int = DEFAULT_MAX_BYTES) ->
     """
     n = len(values)
     reasons = np.full(n, "", dtype=object)
-    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=n)
-    too_long = lengths > max_bytes
+    raw = pa.array(values, pa.binary())
+    too_long = pc.binary_length(raw).to_numpy(zero_copy_only=False) > max_bytes
     reasons[too_long] = TOO_LONG
     try:
-        sequences = pa.array(values, pa.binary()).cast(pa.string()).to_pylist()
+        sequences = raw.cast(pa.string()).to_pylist()
     except pa.ArrowInvalid:
         sequences = []
         for i, v in enumerate(values):

@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 
 from monitor.errors import ConfigError, MonitorError
 from monitor.pipeline import RecordBatch
+from monitor.source import check_subscription
 
 try:  # kafka-python >= 3: listeners run on the IO thread and may be coroutines
     from kafka import AsyncConsumerRebalanceListener as _ListenerBase
@@ -164,10 +165,7 @@ class KafkaSource:
         on_revoke: PartitionCallback | None = None,
         on_lost: PartitionCallback | None = None,
     ):
-        if (topics is None) == (pattern is None):
-            raise ConfigError("a Kafka source needs either topics or a topic pattern, not both")
-        if topics is not None and not topics:
-            raise ConfigError("a Kafka source needs at least one topic")
+        check_subscription(topics, pattern)
         if not consumer_config.get("group_id"):
             raise ConfigError("the Kafka consumer needs a group_id: offsets are committed to the consumer group")
         config = _forced(

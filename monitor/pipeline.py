@@ -59,7 +59,9 @@ class Pipeline:
         decoded = self.decode(batch.values)
         ok = np.flatnonzero(decoded.ok)
         errors = np.full(len(batch), np.nan)
-        if len(ok):
+        if len(ok) == len(batch):
+            errors[:] = self.bundle.errors(decoded.sequences)  # the usual batch: no per-record copy
+        elif len(ok):
             errors[ok] = self.bundle.errors([decoded.sequences[i] for i in ok])
         reasons = decoded.reasons
         reasons[decoded.ok & np.isnan(errors)] = EMPTY

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.decode import DEFAULT_MAX_BYTES, MISSING_FIELD, Decoded, decode_plain
-from monitor.errors import InputError
+from monitor.errors import ConfigError, InputError
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -59,6 +59,14 @@ def read_sequences(path: str | Path, column: str | None = None, max_bytes: int =
     decoded = decode_plain([v.encode("utf-8") if isinstance(v, str) else b"" for v in values], max_bytes)
     decoded.reasons[missing] = MISSING_FIELD
     return decoded
+
+
+def check_subscription(topics, pattern) -> None:
+    """A Kafka source subscribes to a list of topics or to one pattern: exactly one of them, and not an empty list."""
+    if (topics is None) == (pattern is None):
+        raise ConfigError("a Kafka source needs either topics or a topic pattern, not both")
+    if topics is not None and not topics:
+        raise ConfigError("a Kafka source needs at least one topic")
 
 
 class FileSource:

@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 from kafka import KafkaProducer
-from prometheus_client import CollectorRegistry
 
 from monitor.confluent_source import ConfluentSource, translate_config
 from monitor.errors import ConfigError
 from monitor.generate import SeedLikeGenerator
 from monitor.pipeline import RecordBatch
-from monitor.run import Daemon
-from tests.integration.test_daemon import WINDOW_S, base_ms, produce, run_until, settings_for
 from tests.kafka_broker import create_topic
 
 pytestmark = pytest.mark.slow  # runs a real broker
@@ -227,51 +224,6 @@ def test_tombstones_become_empty_bytes_and_pattern_subscription(kafka_bootstrap)
         assert [got[(topic, 0, o)][0] for o in range(4)] == [b"a", b"", b"", b"c"]
     finally:
         source.close()
-
-
-def test_the_daemon_on_confluent_figures_match(kafka_bootstrap, bundle_path, tmp_path):
-    topic = f"seq-{uuid.uuid4().hex[:8]}"
-    create_topic(kafka_bootstrap, topic, 2)
-    gen = SeedLikeGenerator(22)
-    base = base_ms()
-    rng = np.random.default_rng(0)
-    records = []
-    for w in range(4):
-        rate = 0.3 if w == 2 else 0.0
-        n = 400
-        seqs = gen.normal(n) if not rate else gen.normal(int(n * (1 - rate))) + gen.abnormal(int(n * rate), "unknown")
-        stamps = base + w * WINDOW_S * 1000 + np.sort(rng.integers(0, WINDOW_S * 1000, len(seqs)))
-        records += [(t, s.encode()) for t, s in zip(stamps.tolist(), seqs)]
-    closer = (base + 6 * WINDOW_S * 1000, b"DF 36 FR GX567")  # moves the watermark past window 4
-    produce(kafka_bootstrap, topic, records + [closer])
-
-    settings = settings_for(kafka_bootstrap, bundle_path, tmp_path / "state", topic, **{"kafka.client": "confluent"})
-    daemon = Daemon(settings, registry=CollectorRegistry())
-    daemon.start()
-    assert type(daemon.source).__name__ == "ConfluentSource"
-    run_until(daemon, lambda: len(daemon.closed_windows) >= 4)
-
-    from monitor.bundle import load_bundle
-
-    bundle = load_bundle(bundle_path)
-    errors = bundle.errors([v.decode() for _, v in records])
-    stamps = np.array([t for t, _ in records])
-    for w, window in enumerate(daemon.closed_windows[:4]):
-        f = window.figures()
-        assert f["start_ms"] == base + w * WINDOW_S * 1000
-        mine = errors[(stamps >= f["start_ms"]) & (stamps < f["end_ms"])]
-        assert f["count"] == len(mine) == 400
-        assert f["mean_error"] == pytest.approx(mine.mean(), rel=1e-6)
-    reg = daemon.registry
-    assert reg.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) == len(records) + 1
-    assert [w.figures()["count"] for w in daemon.closed_windows] == [400, 400, 400, 400, 0]
-    # The daemon committed its offsets through the confluent source at shutdown: every record is covered.
-    check = ConfluentSource(_config(kafka_bootstrap, settings.kafka.group_id), topics=[topic])
-    try:
-        committed = check.committed([(topic, 0), (topic, 1)])
-    finally:
-        check.close()
-    assert sum(committed.values()) == len(records) + 1
 
 
 def test_poll_throughput_is_printed(kafka_bootstrap):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitor.config import load_settings
@@ -81,7 +81,8 @@ def base_ms():
     return window_start(int(time.time() * 1000) - 120_000)
 
 
-def test_closed_windows_match_independent_figures(kafka_bootstrap, bundle_path, tmp_path):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_closed_windows_match_independent_figures(kafka_bootstrap, bundle_path, tmp_path, client):
     topic = f"seq-{uuid.uuid4().hex[:8]}"
     create_topic(kafka_bootstrap, topic, 2)
     gen = SeedLikeGenerator(22)
@@ -97,8 +98,10 @@ def test_closed_windows_match_independent_figures(kafka_bootstrap, bundle_path, 
     closer = (base + 6 * WINDOW_S * 1000, b"DF 36 FR GX567")  # moves the watermark past window 4
     produce(kafka_bootstrap, topic, records + [closer])
 
-    daemon = Daemon(settings_for(kafka_bootstrap, bundle_path, tmp_path / "state", topic), registry=CollectorRegistry())
+    settings = settings_for(kafka_bootstrap, bundle_path, tmp_path / "state", topic, **{"kafka.client": client})
+    daemon = Daemon(settings, registry=CollectorRegistry())
     daemon.start()
+    assert type(daemon.source).__name__ == {"kafka-python": "KafkaSource", "confluent": "ConfluentSource"}[client]
     run_until(daemon, lambda: len(daemon.closed_windows) >= 4)
 
     from monitor.bundle import load_bundle
@@ -134,6 +137,13 @@ def test_closed_windows_match_independent_figures(kafka_bootstrap, bundle_path, 
     assert [w.figures()["count"] for w in daemon.closed_windows] == [400, 400, 400, 400, 0]
     assert reg.get_sample_value("seqmon_window_records", {"topic": topic}) == 0
     assert reg.get_sample_value("seqmon_windows_closed_total", {"topic": topic}) == 5
+    # At shutdown the daemon committed the offsets of everything it read, through whichever client it used.
+    reader = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=settings.kafka.group_id, enable_auto_commit=False)
+    try:
+        committed = [reader.committed(TopicPartition(topic, p)) for p in (0, 1)]
+    finally:
+        reader.close()
+    assert sum(committed) == len(records) + 1
 
 
 def test_bad_and_late_records_are_counted_and_dead_lettered(kafka_bootstrap, bundle_path, tmp_path):
