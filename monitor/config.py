@@ -420,7 +420,7 @@ class WindowingSettings(_Section):
     size_seconds : int
         Window length, s.
     allowed_lateness_seconds : int
-        How far behind a topic's newest event time a record may be and still count, s.
+        How far behind its partition's newest event time a record may be and still count, s.
     timezone : str
         IANA zone name whose whole units windows align to (daily windows start at local midnight).  The zone's
         UTC offset is taken once, at start (:meth:`window_settings`): DST shifts while running are not followed.
@@ -429,6 +429,10 @@ class WindowingSettings(_Section):
     max_future_seconds : int
         Records whose event time is further ahead of the wall clock than this, s, are counted invalid
         (``invalid_timestamp``), so one bad clock cannot push the watermark ahead and close windows early.
+    idle_partition_timeout_seconds : int
+        A partition whose lag is unknown and that delivered nothing for this long, s, stops holding its topic's
+        windows open (a partition with a reported lag of 0 is idle at once; one with lag > 0 never is); 0 = only a
+        reported lag of 0 makes a partition idle.
     """
 
     SECTION: ClassVar[str] = "window"
@@ -438,6 +442,7 @@ class WindowingSettings(_Section):
     timezone: str = "UTC"
     idle_close_interval_seconds: int = 30
     max_future_seconds: int = 300
+    idle_partition_timeout_seconds: int = 300
 
     def __post_init__(self) -> None:
         self._int("size_seconds", 1)
@@ -452,6 +457,7 @@ class WindowingSettings(_Section):
             ) from None
         self._int("idle_close_interval_seconds", 0)
         self._int("max_future_seconds", 0)
+        self._int("idle_partition_timeout_seconds", 0)
 
     def offset_ms(self, now: datetime | None = None) -> int:
         """Window boundary offset for :func:`monitor.window.window_start_ms`, ms, in ``[0, size_ms)``.
@@ -479,6 +485,7 @@ class WindowingSettings(_Section):
             size_ms=self.size_seconds * 1000,
             allowed_lateness_ms=self.allowed_lateness_seconds * 1000,
             offset_ms=self.offset_ms(now),
+            idle_timeout_ms=self.idle_partition_timeout_seconds * 1000,
         )
 
 

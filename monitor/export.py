@@ -38,7 +38,7 @@ from prometheus_client.utils import floatToGoString
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from monitor.window import ClosedWindow
+    from monitor.window import ClosedWindow, PartitionProgress
 
 __all__ = ["ERROR_BUCKETS", "METRICS_DOC", "MetricDoc", "Metrics", "metrics_table", "serve"]
 
@@ -169,6 +169,20 @@ METRICS_DOC: tuple[MetricDoc, ...] = (
         "gauge",
         ("topic", "partition"),
         "Records between the consumer position and the end of the partition.",
+    ),
+    MetricDoc(
+        "seqmon_watermark_timestamp_seconds",
+        "gauge",
+        _T,
+        "Event-time watermark of the topic, Unix seconds: windows ending at or before it are closed. The lowest "
+        "partition watermark among the assigned partitions that are not idle.",
+    ),
+    MetricDoc(
+        "seqmon_partition_idle",
+        "gauge",
+        ("topic", "partition"),
+        "1 when the partition is idle (caught up, or silent for the idle timeout) and so does not hold its topic's "
+        "windows open; 0 when it does.",
     ),
     MetricDoc(
         "seqmon_bundle_info", "gauge", ("content_hash", "created_at", "path"), "Model bundle in use (value always 1)."
@@ -305,6 +319,8 @@ class Metrics:
         self.windows_weighted_error_total = c("seqmon_windows_weighted_error_total")
 
         self.consumer_lag = g("seqmon_consumer_lag_records")
+        self.watermark = g("seqmon_watermark_timestamp_seconds")
+        self.partition_idle = g("seqmon_partition_idle")
         self.bundle_info = g("seqmon_bundle_info")
         self.bundle_load_time = g("seqmon_bundle_load_timestamp_seconds")
         self.bundle_reloads = c("seqmon_bundle_reloads_total")
@@ -416,11 +432,21 @@ class Metrics:
         self.consumer_lag.labels(topic, str(partition)).set(lag)
 
     def remove_lag(self, topic: str, partition: int) -> None:
-        """Drop a partition's lag series, e.g. after a rebalance took it away (stale lag would be summed twice)."""
-        try:
-            self.consumer_lag.remove(topic, str(partition))
-        except KeyError:
-            pass
+        """Drop a partition's lag and idle series, e.g. after a rebalance took it away (stale lag would be summed
+        twice)."""
+        for gauge in (self.consumer_lag, self.partition_idle):
+            try:
+                gauge.remove(topic, str(partition))
+            except KeyError:
+                pass
+
+    def set_progress(self, progress: Sequence[PartitionProgress], watermarks: dict[str, int | None]) -> None:
+        """Each assigned partition's idleness and each topic's watermark (UTC epoch ms; None: not started)."""
+        for p in progress:
+            self.partition_idle.labels(p.topic, str(p.partition)).set(1 if p.idle else 0)
+        for topic, watermark_ms in watermarks.items():
+            if watermark_ms is not None:
+                self.watermark.labels(topic).set(watermark_ms / 1000.0)
 
     def set_bundle(self, content_hash: str, created_at: str, path: str, loaded_at_s: float | None = None) -> None:
         """Describe the bundle now in use, replacing the previous one's labels.

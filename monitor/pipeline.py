@@ -52,10 +52,11 @@ class Pipeline:
         self.windower = windower
         self.decode = decode
 
-    def process(self, batch: RecordBatch, max_event_ms: int | None = None) -> BatchResult:
+    def process(self, batch: RecordBatch, max_event_ms: int | None = None, now_ms: int | None = None) -> BatchResult:
         """Score and window one batch. Records with an event time after ``max_event_ms`` (UTC epoch ms) are not
         scored but marked ``invalid_timestamp``: a clock far ahead would push the watermark and make the real
-        records late."""
+        records late. ``now_ms`` (wall clock, UTC epoch ms) marks the batch's partitions active for the windower's
+        idle timeout."""
         decoded = self.decode(batch.values)
         ok = np.flatnonzero(decoded.ok)
         errors = np.full(len(batch), np.nan)
@@ -78,6 +79,8 @@ class Pipeline:
             weights[scored],
             self.bundle.percentile_rank(e),
             self.bundle.is_anomaly(e),
+            partitions=None if batch.partitions is None else batch.partitions[scored],
+            now_ms=now_ms,
         )
         late = np.zeros(len(batch), dtype=bool)
         late[scored[late_scored]] = True

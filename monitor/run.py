@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -32,6 +33,9 @@ from monitor.pipeline import Pipeline, RecordBatch
 from monitor.window import ClosedWindow, Windower
 
 log = logging.getLogger("seqmon")
+
+#: Seconds between asking the source for its partitions' lags (a metric, and what makes a caught-up partition idle).
+LAG_INTERVAL_SECONDS = 10
 
 
 def _key(topic: str, partition: int) -> str:
@@ -81,7 +85,7 @@ class Daemon:
         self._reload = threading.Event()
         self._close_due = threading.Event()
         self._last_checkpoint = self.clock()
-        self._last_lag = 0.0
+        self._last_lag = -math.inf
         self._invalid_since_log: Counter = Counter()
         self._last_invalid_log = 0.0
         self.source = None
@@ -120,7 +124,9 @@ class Daemon:
                 on_revoke=self._on_revoke,
             )
         self.source = source
-        for topic in {t for t, _ in self.source.assignment()}:
+        assigned = self.source.assignment()
+        self.pipeline.windower.assign(assigned, now_ms=int(self.clock() * 1000))
+        for topic in {t for t, _ in assigned}:
             self.metrics.init_topic(topic, REASONS)
         self._start_scheduler()
         log.info("seqmon running: bundle %s, metrics on %s:%d", self.bundle_path, self.settings.metrics.host, self.settings.metrics.port)
@@ -174,23 +180,34 @@ class Daemon:
                 self.checkpoint()
         if now - self._last_checkpoint >= self.settings.state.checkpoint_interval_seconds:
             self.checkpoint()
-        if now - self._last_lag >= 10:
+        if now - self._last_lag >= LAG_INTERVAL_SECONDS:
             self._last_lag = now
-            for (topic, partition), lag in self.source.lag().items():
-                self.metrics.set_lag(topic, partition, lag)
+            self.report_lags(now)
         if self._invalid_since_log and now - self._last_invalid_log >= self.settings.log.invalid_log_interval_seconds:
             log.warning("invalid records since the last report: %s", dict(self._invalid_since_log))
             self._invalid_since_log.clear()
             self._last_invalid_log = now
 
+    def report_lags(self, now: float) -> None:
+        """Tell the windower how far behind each assigned partition is: a caught-up partition stops holding its
+        topic's windows open, which may close some."""
+        lags = self.source.lag()
+        for (topic, partition), lag in lags.items():
+            self.metrics.set_lag(topic, partition, lag)
+        windower = self.pipeline.windower
+        closed = windower.report_lags(lags, now_ms=int(now * 1000))
+        self.metrics.set_progress(
+            windower.progress(now_ms=int(now * 1000)), {t: windower.watermark_ms(t) for t in windower.topics()}
+        )
+        if closed:
+            self._emit(closed, now)
+            self.checkpoint()
+
     def _close_all(self) -> None:
         """End of a finite source: close every open window, as the wall clock would once the stream went idle."""
-        w = self.pipeline.windower
-        ends = [ow.end_ms for ow in w.open_windows()]
-        if ends:
-            closed = w.close_due(max(ends) + w.settings.allowed_lateness_ms)
-            if closed:
-                self._emit(closed, self.clock())
+        closed = self.pipeline.windower.close_all()
+        if closed:
+            self._emit(closed, self.clock())
 
     def shutdown(self) -> None:
         if self._scheduler is not None:
@@ -219,7 +236,9 @@ class Daemon:
     def process(self, batch: RecordBatch) -> None:
         started = time.perf_counter()
         now = self.clock()
-        result = self.pipeline.process(batch, max_event_ms=int((now + self.settings.window.max_future_seconds) * 1000))
+        result = self.pipeline.process(
+            batch, max_event_ms=int((now + self.settings.window.max_future_seconds) * 1000), now_ms=int(now * 1000)
+        )
         for p_key, offset in _next_offsets(batch).items():
             self.offsets[p_key] = max(self.offsets.get(p_key, 0), offset)
         duration = time.perf_counter() - started
@@ -284,6 +303,7 @@ class Daemon:
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
         self.checkpoint([_key(t, p) for t, p in partitions])
+        self.pipeline.windower.revoke(partitions)  # their watermarks leave with them
         for topic, partition in partitions:
             self.metrics.remove_lag(topic, partition)
 
@@ -299,6 +319,9 @@ class Daemon:
                 self.offsets[_key(topic, partition)] = theirs
         if seek:
             self.source.seek(seek)
+        # New partitions hold their topics' windows open until they deliver or turn out idle.
+        self.pipeline.windower.assign(partitions, now_ms=int(self.clock() * 1000))
+        self._last_lag = -math.inf  # ask for lags at the next pause: an empty partition is then idle at once
         self.partitions = sorted(set(self.partitions) | set(partitions))
         for topic in {t for t, _ in partitions}:
             self.metrics.init_topic(topic, REASONS)

@@ -1,29 +1,29 @@
 """Event-time tumbling windows per topic over batches of scored records.
 
-Every record carries an event time (UTC epoch milliseconds), a topic, a weight
-(> 0), a reconstruction error (>= 0), the error's percentile rank (0-100)
-against the bundle's reference errors and an anomaly flag.  Records are grouped
-into fixed-size windows aligned to ``offset_ms`` (see :func:`window_start_ms`);
-each window of each topic accumulates a :class:`WindowAggregate`, which is
-mergeable and serializable.
+Every record carries an event time (UTC epoch milliseconds), a topic, a partition, a weight (> 0), a reconstruction
+error (>= 0), the error's percentile rank (0-100) against the bundle's reference errors and an anomaly flag.  Records
+are grouped into fixed-size windows aligned to ``offset_ms`` (see :func:`window_start_ms`); each window of each topic
+accumulates a :class:`WindowAggregate`, which is mergeable and serializable.
 
-:class:`Windower` keeps the open windows and, per topic, a watermark
-(``max event time seen - allowed_lateness_ms``, or ``now_ms -
-allowed_lateness_ms`` from :meth:`Windower.close_due`).  A window closes once
-its end is at or below the watermark; from a topic's first window onward every
-window is emitted exactly once and in order, including windows in which no
-record fell (count 0), and each closed window is compared with the one just
-before it.  Records for an already closed window are late: they are not
-counted and are reported in a mask.
+:class:`Windower` keeps the open windows and a watermark per (topic, partition): the partition's newest event time
+minus the allowed lateness.  A topic's windows close when the lowest watermark of its assigned partitions that still
+have something to deliver has passed their end, as in Flink and Kafka Streams, so a consumer that reads one partition
+hours ahead of another (a backlog being caught up, a rebalance) cannot close windows the others have not delivered yet.
+A partition stops holding the others back while it is idle: its reported lag is 0, or its lag is unknown and it has
+been silent for ``idle_timeout_ms``; a partition with lag > 0 is never idle.  From a topic's first window onward every
+window is emitted exactly once and in order, including windows in which no record fell (count 0), and each closed
+window is compared with the one just before it.  Records for an already closed window are late: they are not counted
+and are reported in a mask.
 
-Everything is batch-vectorized: the only Python loops run over topics, over
-(topic, window) groups of a batch and over closed windows, never over records.
-Nothing here reads a clock or does I/O.
+Everything is batch-vectorized: the only Python loops run over topics, partitions, over (topic, window) groups of a
+batch and over closed windows, never over records.  Nothing here reads a clock or does I/O: the caller passes the
+wall-clock time and the partitions' lags.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -35,6 +35,7 @@ from monitor.sketch import ErrorSketch, _as_weights, prob_greater
 __all__ = [
     "ClosedWindow",
     "OpenWindow",
+    "PartitionProgress",
     "WindowAggregate",
     "WindowSettings",
     "Windower",
@@ -42,7 +43,9 @@ __all__ = [
     "window_start_ms",
 ]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+# Version 1 kept one watermark per topic; it loads, and its partitions start unknown (see Windower.from_snapshot).
+_READABLE_SNAPSHOT_VERSIONS = (1, 2)
 
 _INT64_MIN = np.iinfo(np.int64).min
 # Beyond this many distinct topics in one batch, topic codes come from one sort
@@ -257,18 +260,23 @@ class WindowSettings:
     size_ms : int
         Window length, ms (> 0).  Default one hour.
     allowed_lateness_ms : int
-        How far behind the newest event time of a topic a record may be and still
-        count, ms (>= 0).  Default five minutes.
+        How far behind the newest event time of its partition a record may be and
+        still count, ms (>= 0).  Default five minutes.
     offset_ms : int
         UTC time (mod ``size_ms``) of a window boundary, ms; see :func:`window_start_ms`.
     sketch_alpha : float
         Relative accuracy of the per-window error quantiles, in (0, 1).
+    idle_timeout_ms : int
+        A partition whose lag is unknown and that delivered nothing for this long,
+        ms, stops holding its topic's windows open; 0 = never by silence (only a
+        reported lag of 0 makes a partition idle).  Default five minutes.
     """
 
     size_ms: int = 3_600_000
     allowed_lateness_ms: int = 300_000
     offset_ms: int = 0
     sketch_alpha: float = 0.001
+    idle_timeout_ms: int = 300_000
 
     def __post_init__(self) -> None:
         if not _is_int(self.size_ms) or self.size_ms <= 0:
@@ -279,6 +287,10 @@ class WindowSettings:
             )
         if not _is_int(self.offset_ms):
             raise ConfigError(f"offset_ms must be an integer number of milliseconds, got {self.offset_ms!r}")
+        if not _is_int(self.idle_timeout_ms) or self.idle_timeout_ms < 0:
+            raise ConfigError(
+                f"idle_timeout_ms must be an integer number of milliseconds >= 0, got {self.idle_timeout_ms!r}"
+            )
         alpha = self.sketch_alpha
         if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating)):
             raise ConfigError(f"sketch_alpha must be a number in (0, 1), got {alpha!r}")
@@ -289,6 +301,7 @@ class WindowSettings:
         object.__setattr__(self, "allowed_lateness_ms", int(self.allowed_lateness_ms))
         object.__setattr__(self, "offset_ms", int(self.offset_ms))
         object.__setattr__(self, "sketch_alpha", float(alpha))
+        object.__setattr__(self, "idle_timeout_ms", int(self.idle_timeout_ms))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe representation."""
@@ -297,6 +310,7 @@ class WindowSettings:
             "allowed_lateness_ms": self.allowed_lateness_ms,
             "offset_ms": self.offset_ms,
             "sketch_alpha": self.sketch_alpha,
+            "idle_timeout_ms": self.idle_timeout_ms,
         }
 
 
@@ -427,21 +441,56 @@ def _run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
-class _TopicState:
-    """Per-topic progress: watermark, how far windows are closed, open windows, last closed window."""
+class PartitionProgress(NamedTuple):
+    """How far one partition has delivered, for inspection and metrics."""
 
-    __slots__ = ("watermark_ms", "closed_until_ms", "open", "last_closed")
+    topic: str
+    partition: int
+    newest_ms: int | None  # newest event time delivered, UTC epoch ms; None: nothing yet
+    lag: int | None  # records left to deliver as last reported; None: unknown
+    idle: bool  # not holding its topic's windows open
+
+
+class _PartitionState:
+    """One partition's progress: newest event time delivered, last reported lag, last activity (assignment or
+    records, wall clock), and whether it is assigned here (restored partitions wait dormant until assigned again)."""
+
+    __slots__ = ("newest_ms", "lag", "active_ms", "assigned")
+
+    def __init__(self, newest_ms: int | None = None, assigned: bool = True, active_ms: int | None = None) -> None:
+        self.newest_ms = newest_ms
+        self.lag: int | None = None
+        self.active_ms = active_ms
+        self.assigned = assigned
+
+    def idle(self, now_ms: int | None, idle_timeout_ms: int) -> bool:
+        """Whether this partition has nothing to deliver: lag 0, or lag unknown and silent for the idle timeout.
+
+        A partition with lag > 0 is never idle, however long it stays silent: the consumer will get to it."""
+        if self.lag is not None:
+            return self.lag == 0
+        if idle_timeout_ms <= 0 or now_ms is None or self.active_ms is None:
+            return False
+        return now_ms - self.active_ms >= idle_timeout_ms
+
+
+class _TopicState:
+    """Per-topic progress: watermark, how far windows are closed, open windows, last closed window, partitions."""
+
+    __slots__ = ("watermark_ms", "closed_until_ms", "open", "last_closed", "partitions")
 
     def __init__(self) -> None:
+        # Topic watermark: never moves back; windows ending at or before it are closed.
         self.watermark_ms: int | None = None
         # End of the last closed window == start of the next window to close.
         self.closed_until_ms: int | None = None
         self.open: dict[int, WindowAggregate] = {}
         self.last_closed: WindowAggregate | None = None
+        self.partitions: dict[int, _PartitionState] = {}
 
 
 class Windower:
-    """Running per-topic tumbling windows over event time.
+    """Running per-topic tumbling windows over event time, with a watermark per partition.
 
     Parameters
     ----------
@@ -449,13 +498,25 @@ class Windower:
 
     Notes
     -----
-    Per topic, the watermark is ``max event time seen - allowed_lateness_ms``
-    (raised further by :meth:`close_due`) and never moves back.  A window
-    ``[s, s + size_ms)`` closes when ``s + size_ms <= watermark``.  Closing starts
-    at the topic's first window (the earliest window of the records that created
-    the topic, or an earlier one opened before anything closed) and proceeds
-    window by window, so gaps produce count-0 windows.  Closed windows of one
-    call are returned ordered by ``(start_ms, topic)``.
+    **Watermarks.**  A partition's watermark is its newest event time minus ``allowed_lateness_ms``.  A topic's
+    watermark is the lowest watermark of its assigned partitions that are not idle; a partition that is assigned but
+    has delivered nothing yet holds the topic back entirely.  When every assigned partition is idle (everything has
+    been delivered), the topic's watermark is the newest event time seen minus the allowed lateness, as for a single
+    partition (Kafka Streams' stream time).  The topic watermark never moves back.  A window ``[s, s + size_ms)``
+    closes when ``s + size_ms <= watermark``.
+
+    **Idle partitions.**  A partition is idle when its last reported lag (:meth:`report_lags`) is 0 and it has
+    delivered nothing since, or when its lag is unknown and it has delivered nothing for ``idle_timeout_ms`` of wall
+    clock (counted from its assignment or its last records; only when the caller passes ``now_ms``).  A partition
+    with a reported lag > 0 is never idle.
+
+    **Assignment.**  Partitions enter by :meth:`assign` (unknown until they deliver or are idle) or implicitly with
+    their first records; :meth:`revoke` drops their watermarks.  A topic none of whose partitions is assigned does
+    not advance.
+
+    **Closing.**  Closing starts at the topic's first window (the earliest window of the records that created the
+    topic, or an earlier one opened before anything closed) and proceeds window by window, so gaps produce count-0
+    windows.  Closed windows of one call are returned ordered by ``(start_ms, topic)``.
     """
 
     def __init__(self, settings: WindowSettings | None = None) -> None:
@@ -471,9 +532,63 @@ class Windower:
         return sorted(self._topics)
 
     def watermark_ms(self, topic: str) -> int | None:
-        """Current watermark of ``topic`` (UTC epoch ms), None for an unknown topic."""
+        """Current watermark of ``topic`` (UTC epoch ms), None for an unknown topic or one not started."""
         state = self._topics.get(topic)
         return None if state is None else state.watermark_ms
+
+    def progress(self, now_ms: int | None = None) -> list[PartitionProgress]:
+        """Every assigned partition's progress, ordered by ``(topic, partition)``; ``now_ms`` judges idleness."""
+        timeout = self._settings.idle_timeout_ms
+        return [
+            PartitionProgress(name, p, part.newest_ms, part.lag, part.idle(now_ms, timeout))
+            for name in sorted(self._topics)
+            for p, part in sorted(self._topics[name].partitions.items())
+            if part.assigned
+        ]
+
+    # ------------------------------------------------------------------ assignment
+    def assign(self, partitions: Iterable[tuple[str, int]], now_ms: int | None = None) -> None:
+        """Partitions now read by the caller.  New ones start unknown and hold their topic back until they deliver
+        records or turn idle; one restored from a snapshot keeps its watermark.  ``now_ms`` (wall clock) starts the
+        idle timeout."""
+        for topic, partition in partitions:
+            state = self._topics.setdefault(str(topic), _TopicState())
+            part = state.partitions.get(int(partition))
+            if part is None:
+                state.partitions[int(partition)] = _PartitionState(active_ms=now_ms)
+            else:
+                part.assigned, part.lag, part.active_ms = True, None, now_ms
+
+    def revoke(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Partitions no longer read by the caller: their watermarks leave with them.  Open windows stay (they hold
+        the records already counted); the remaining partitions close them."""
+        for topic, partition in partitions:
+            state = self._topics.get(str(topic))
+            if state is not None:
+                state.partitions.pop(int(partition), None)
+
+    def report_lags(self, lags: Mapping[tuple[str, int], int | None], now_ms: int | None = None) -> list[ClosedWindow]:
+        """Record how many records each assigned partition has left to deliver and close what that makes due.
+
+        Parameters
+        ----------
+        lags : mapping of (topic, partition) to int or None
+            Records between the consumer's position and the end of the partition.  An assigned partition missing
+            from ``lags`` (or mapped to None) has an unknown lag.
+        now_ms : int, optional
+            Wall clock, UTC epoch ms, for the idle timeout.
+
+        Returns
+        -------
+        list of ClosedWindow
+            Ordered by ``(start_ms, topic)``.
+        """
+        for name, state in self._topics.items():
+            for p, part in state.partitions.items():
+                if part.assigned:
+                    lag = lags.get((name, p))
+                    part.lag = None if lag is None else max(0, int(lag))
+        return self._advance_all(now_ms, wall_clock=False)
 
     # ------------------------------------------------------------------ ingest
     def add(
@@ -484,6 +599,8 @@ class Windower:
         weights: np.ndarray | None,
         percentiles: np.ndarray,
         is_anomaly: np.ndarray,
+        partitions: np.ndarray | None = None,
+        now_ms: int | None = None,
     ) -> tuple[list[ClosedWindow], np.ndarray]:
         """Add a batch of scored records and close the windows the batch makes due.
 
@@ -501,6 +618,10 @@ class Windower:
             Percentile rank of each error against the bundle's reference errors, 0-100.
         is_anomaly : np.ndarray of bool
             Anomaly flags.
+        partitions : np.ndarray of int, optional
+            Partition of each record; ``None`` means partition 0 for all.
+        now_ms : int, optional
+            Wall clock, UTC epoch ms: the partitions that delivered records are active as of then (idle timeout).
 
         Returns
         -------
@@ -525,9 +646,17 @@ class Windower:
         event_ms = event_ms.astype(np.int64, copy=False).ravel()
         errors, weights, percentiles, is_anomaly = _validate_columns(errors, weights, percentiles, is_anomaly)
         n = event_ms.size
-        if topics.size != n or errors.size != n:
+        if partitions is None:
+            partitions = np.zeros(n, dtype=np.int64)
+        else:
+            partitions = np.asarray(partitions).ravel()
+            if partitions.size and not np.issubdtype(partitions.dtype, np.integer):
+                raise ValueError(f"partitions must be integers, got dtype {partitions.dtype}")
+            partitions = partitions.astype(np.int64, copy=False)
+        if topics.size != n or errors.size != n or partitions.size != n:
             raise ValueError(
-                f"record columns differ in length: topics {topics.size}, event_ms {n}, errors {errors.size}"
+                f"record columns differ in length: topics {topics.size}, event_ms {n}, errors {errors.size}, "
+                f"partitions {partitions.size}"
             )
         if n == 0:
             return [], np.zeros(0, dtype=bool)
@@ -543,10 +672,13 @@ class Windower:
         start = window_index * size + offset
         late = (start + size <= watermark[code]) | (start < closed_until[code])
 
-        # Watermarks only move forward; late records are behind them anyway, so
-        # including them in the max changes nothing.
-        batch_max = np.full(len(names), _INT64_MIN, dtype=np.int64)
-        np.maximum.at(batch_max, code, event_ms)
+        # Newest event time per (topic, partition) of the batch.  Late records are behind their topic's watermark,
+        # hence behind their partition's newest event, so including them changes nothing.
+        pair, pair_of = np.unique((code.astype(np.int64) << 32) | (partitions & 0xFFFFFFFF), return_inverse=True)
+        newest = np.full(pair.size, _INT64_MIN, dtype=np.int64)
+        np.maximum.at(newest, pair_of.ravel(), event_ms)
+        for key, latest in zip(pair.tolist(), newest.tolist(), strict=True):
+            self._delivered(states[key >> 32], _signed32(key & 0xFFFFFFFF), latest, now_ms)
 
         accepted = ~late
         if not accepted.all():
@@ -557,14 +689,24 @@ class Windower:
             self._absorb(states, code, window_index, errors, weights, percentiles, is_anomaly)
 
         closed: list[ClosedWindow] = []
-        lateness = settings.allowed_lateness_ms
-        for name, state, newest in zip(names, states, batch_max.tolist(), strict=True):
-            candidate = newest - lateness
-            if state.watermark_ms is None or candidate > state.watermark_ms:
-                state.watermark_ms = candidate
-            closed.extend(self._close_topic(name, state))
+        for name, state in zip(names, states, strict=True):
+            closed.extend(self._advance(name, state, now_ms, wall_clock=False))
         closed.sort(key=lambda w: (w.start_ms, w.topic))
         return closed, late
+
+    @staticmethod
+    def _delivered(state: _TopicState, partition: int, newest_ms: int, now_ms: int | None) -> None:
+        """A partition delivered records up to ``newest_ms``: it is assigned, active, and a lag of 0 is stale."""
+        part = state.partitions.get(partition)
+        if part is None:
+            part = state.partitions[partition] = _PartitionState()
+        part.assigned = True
+        if part.newest_ms is None or newest_ms > part.newest_ms:
+            part.newest_ms = newest_ms
+        if now_ms is not None:
+            part.active_ms = now_ms
+        if part.lag == 0:
+            part.lag = None  # it had more after all; a lag > 0 stays until the next report (holding back is safe)
 
     def _absorb(
         self,
@@ -622,7 +764,40 @@ class Windower:
             lo, hi = pair_bounds[g], pair_bounds[g + 1]
             aggregate.sketch.add_buckets(pair_bucket[lo:hi], pair_weight[lo:hi])
 
-    # ------------------------------------------------------------------ closing
+    # ------------------------------------------------------------------ watermarks and closing
+    def _topic_candidate(self, state: _TopicState, now_ms: int | None, wall_clock: bool) -> int | None:
+        """The watermark the topic's partitions (and, with ``wall_clock``, the clock) allow now; None: no advance."""
+        assigned = [part for part in state.partitions.values() if part.assigned]
+        if not assigned:
+            return None
+        lateness, timeout = self._settings.allowed_lateness_ms, self._settings.idle_timeout_ms
+        holding = [part for part in assigned if not part.idle(now_ms, timeout)]
+        if holding:
+            newest = [part.newest_ms for part in holding]
+            if any(ms is None for ms in newest):
+                return None  # an assigned partition has not said where it is
+            return min(newest) - lateness  # type: ignore[type-var]
+        # Every assigned partition has delivered all it holds: nothing is left to wait for.
+        seen = [part.newest_ms for part in assigned if part.newest_ms is not None]
+        candidate = max(seen) - lateness if seen else None
+        if wall_clock and now_ms is not None:
+            by_clock = int(now_ms) - lateness
+            candidate = by_clock if candidate is None else max(candidate, by_clock)
+        return candidate
+
+    def _advance(self, topic: str, state: _TopicState, now_ms: int | None, wall_clock: bool) -> list[ClosedWindow]:
+        candidate = self._topic_candidate(state, now_ms, wall_clock)
+        if candidate is not None and (state.watermark_ms is None or candidate > state.watermark_ms):
+            state.watermark_ms = candidate
+        return self._close_topic(topic, state)
+
+    def _advance_all(self, now_ms: int | None, wall_clock: bool) -> list[ClosedWindow]:
+        closed: list[ClosedWindow] = []
+        for name, state in self._topics.items():
+            closed.extend(self._advance(name, state, now_ms, wall_clock))
+        closed.sort(key=lambda w: (w.start_ms, w.topic))
+        return closed
+
     def _close_topic(self, topic: str, state: _TopicState) -> list[ClosedWindow]:
         """Close, in order, every window of ``topic`` whose end is at or below its watermark."""
         if state.watermark_ms is None:
@@ -652,9 +827,11 @@ class Windower:
     def close_due(self, now_ms: int) -> list[ClosedWindow]:
         """Close windows by wall clock, for topics whose records stopped arriving.
 
-        Every known topic's watermark is raised to ``now_ms - allowed_lateness_ms``
-        (never lowered), and every window ending at or before it closes, including
-        count-0 windows up to then.  Records arriving later for those windows are late.
+        For every topic whose assigned partitions are all idle (caught up, or silent for the idle timeout), the
+        watermark is raised to ``now_ms - allowed_lateness_ms`` (never lowered), and every window ending at or before
+        it closes, including count-0 windows up to then.  A topic with a partition that still has records to deliver
+        (lag > 0, or unknown and not silent long enough) is left alone: the clock must not close windows that a
+        lagging partition has yet to fill.  Records arriving later for closed windows are late.
 
         Parameters
         ----------
@@ -668,14 +845,26 @@ class Windower:
 
         Notes
         -----
-        Only meaningful when event time tracks wall-clock time; calling it while
-        replaying old data would close (and make late) everything being replayed.
+        Only meaningful when event time tracks wall-clock time; while a backlog is read its partitions have lag > 0,
+        which is what keeps the clock out.
         """
-        candidate = int(now_ms) - self._settings.allowed_lateness_ms
+        return self._advance_all(int(now_ms), wall_clock=True)
+
+    def close_all(self) -> list[ClosedWindow]:
+        """The input has ended (a file was read to its end): close every open window of every topic.
+
+        Every topic's watermark is raised to the end of the latest open window of any topic, so all topics close up
+        to the same time (quiet ones with count-0 windows).  Returns the closed windows ordered by ``(start_ms,
+        topic)``."""
+        size = self._settings.size_ms
+        ends = [start + size for state in self._topics.values() for start in state.open]
+        if not ends:
+            return []
+        end = max(ends)
         closed: list[ClosedWindow] = []
         for name, state in self._topics.items():
-            if state.watermark_ms is None or candidate > state.watermark_ms:
-                state.watermark_ms = candidate
+            if state.watermark_ms is None or end > state.watermark_ms:
+                state.watermark_ms = end
             closed.extend(self._close_topic(name, state))
         closed.sort(key=lambda w: (w.start_ms, w.topic))
         return closed
@@ -691,7 +880,9 @@ class Windower:
         ]
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-safe state; :meth:`from_snapshot` continues exactly where this left off."""
+        """JSON-safe state; :meth:`from_snapshot` continues exactly where this left off.
+
+        Per partition only the newest event time is kept: lags and activity times belong to the running consumer."""
         topics = {}
         for name in sorted(self._topics):
             state = self._topics[name]
@@ -700,6 +891,9 @@ class Windower:
                 "closed_until_ms": state.closed_until_ms,
                 "last_closed": None if state.last_closed is None else state.last_closed.to_dict(),
                 "open": [[start, state.open[start].to_dict()] for start in sorted(state.open)],
+                "partitions": {
+                    str(p): part.newest_ms for p, part in sorted(state.partitions.items()) if part.newest_ms is not None
+                },
             }
         return {"version": SNAPSHOT_VERSION, "settings": self._settings.to_dict(), "topics": topics}
 
@@ -707,18 +901,25 @@ class Windower:
     def from_snapshot(cls, settings: WindowSettings, snapshot: dict[str, Any]) -> Windower:
         """Windower restored from :meth:`snapshot` output (possibly via JSON).
 
-        ``settings`` may change ``allowed_lateness_ms`` (watermarks are kept as
-        they were), but not ``size_ms``, ``offset_ms`` or ``sketch_alpha``, which
-        would make the stored windows meaningless.
+        ``settings`` may change ``allowed_lateness_ms`` and ``idle_timeout_ms`` (watermarks are kept as they were),
+        but not ``size_ms``, ``offset_ms`` or ``sketch_alpha``, which would make the stored windows meaningless.
+
+        Restored partitions keep their newest event time but wait, dormant, until :meth:`assign` (or their records)
+        says they are read here again: a partition that moved to another consumer while this one was down must not
+        hold its topic back.  A version-1 snapshot (one watermark per topic) restores its windows and topic
+        watermarks; its partitions start unknown.
 
         Raises
         ------
         StateError
             If the snapshot is malformed, of another version or incompatible with ``settings``.
         """
-        if not isinstance(snapshot, dict) or snapshot.get("version") != SNAPSHOT_VERSION:
-            found = snapshot.get("version") if isinstance(snapshot, dict) else type(snapshot).__name__
-            raise StateError(f"window state has version {found!r}, expected {SNAPSHOT_VERSION}")
+        version = snapshot.get("version") if isinstance(snapshot, dict) else type(snapshot).__name__
+        if version not in _READABLE_SNAPSHOT_VERSIONS:
+            raise StateError(
+                f"window state has version {version!r}; this seqmon reads versions "
+                f"{', '.join(map(str, _READABLE_SNAPSHOT_VERSIONS))}: remove the state directory to start afresh"
+            )
         try:
             stored = snapshot["settings"]
             for key in ("size_ms", "offset_ms", "sketch_alpha"):
@@ -735,7 +936,16 @@ class Windower:
                 last = data["last_closed"]
                 state.last_closed = None if last is None else WindowAggregate.from_dict(last)
                 state.open = {int(start): WindowAggregate.from_dict(agg) for start, agg in data["open"]}
+                state.partitions = {
+                    int(p): _PartitionState(newest_ms=int(ms), assigned=False)
+                    for p, ms in data.get("partitions", {}).items()
+                }
                 out._topics[str(name)] = state
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"window state cannot be restored: {exc!r}") from exc
         return out
+
+
+def _signed32(value: int) -> int:
+    """A partition number back from its low 32 bits (partitions are >= 0 in Kafka; -1 survives for tests)."""
+    return value - (1 << 32) if value >= 1 << 31 else value

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.export import ERROR_BUCKETS, METRICS_DOC, Metrics, metrics_table, serve
-from monitor.window import ClosedWindow, WindowAggregate
+from monitor.window import ClosedWindow, PartitionProgress, WindowAggregate
 
 T = "orders"
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -200,9 +200,18 @@ def test_reloads_checkpoints_and_lag(registry, metrics):
     metrics.set_lag(T, 3, 0)
     assert value(registry, "seqmon_consumer_lag_records", topic=T, partition="0") == 12
     assert value(registry, "seqmon_consumer_lag_records", topic=T, partition="3") == 0
+    metrics.set_progress(
+        [PartitionProgress(T, 0, START_MS, 12, False), PartitionProgress(T, 3, None, 0, True)],
+        {T: START_MS - 60_000, "unstarted": None},
+    )
+    assert value(registry, "seqmon_partition_idle", topic=T, partition="0") == 0
+    assert value(registry, "seqmon_partition_idle", topic=T, partition="3") == 1
+    assert value(registry, "seqmon_watermark_timestamp_seconds", topic=T) == (START_MS - 60_000) / 1000
+    assert value(registry, "seqmon_watermark_timestamp_seconds", topic="unstarted") is None
     metrics.remove_lag(T, 0)
     metrics.remove_lag(T, 9)  # unknown partition: no error
     assert value(registry, "seqmon_consumer_lag_records", topic=T, partition="0") is None
+    assert value(registry, "seqmon_partition_idle", topic=T, partition="0") is None
 
 
 def test_every_exposed_metric_is_documented(registry):
@@ -210,6 +219,7 @@ def test_every_exposed_metric_is_documented(registry):
     metrics.record_batch(T, 1, np.array([0.1]), 0, 0, {"decode": 1}, 0.01)
     metrics.record_closed_window(ClosedWindow(T, START_MS, START_MS + H, aggregate([0.1]), None), 1.0)
     metrics.set_lag(T, 0, 1)
+    metrics.set_progress([PartitionProgress(T, 0, START_MS, 0, True)], {T: START_MS, "unstarted": None})
     metrics.set_bundle("h", "c", "p", loaded_at_s=1.0)
     metrics.record_checkpoint(1.0)
 
