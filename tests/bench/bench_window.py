@@ -33,6 +33,7 @@ def make_records(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "weights": rng.uniform(0.5, 2.0, n),
         "percentiles": rng.uniform(0.0, 100.0, n),
         "is_anomaly": rng.random(n) < 0.01,
+        "partitions": rng.integers(0, 4, n).astype(np.int32),  # 4 partitions per topic, each with its watermark
     }
 
 
@@ -50,6 +51,8 @@ def measure(records: dict[str, np.ndarray], batch: int, topics: np.ndarray) -> t
             records["weights"][i:j],
             records["percentiles"][i:j],
             records["is_anomaly"][i:j],
+            partitions=records["partitions"][i:j],
+            now_ms=0,
         )
         closed_count += len(closed)
         late_count += int(late.sum())

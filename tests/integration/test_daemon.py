@@ -40,7 +40,8 @@ def settings_for(bootstrap, bundle_path, state_dir, topic, **extra):
         "model.watch_interval_seconds": "0",
         "state.directory": str(state_dir),
         "window.size_seconds": str(WINDOW_S),
-        "window.allowed_lateness_seconds": "2",
+        # Zero: with watermarks per partition, records in order per partition are never late.
+        "window.allowed_lateness_seconds": "0",
         "window.idle_close_interval_seconds": "0",
         "metrics.port": str(free_port()),
         "batch.max_latency_ms": "200",
@@ -133,10 +134,11 @@ def test_closed_windows_match_independent_figures(kafka_bootstrap, bundle_path, 
     assert daemon.closed_windows[2].figures()["abnormality"] > 58  # the hour with injected anomalies stands out
     reg = daemon.registry
     assert reg.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) == len(records) + 1
-    # The closer's event time also closed window 5, in which no record fell: the gauges show the last closed window.
-    assert [w.figures()["count"] for w in daemon.closed_windows] == [400, 400, 400, 400, 0]
+    # The closer's event time (zero lateness) also closed windows 5 and 6, in which no record fell, once both
+    # partitions were caught up: the gauges show the last closed window.
+    assert [w.figures()["count"] for w in daemon.closed_windows] == [400, 400, 400, 400, 0, 0]
     assert reg.get_sample_value("seqmon_window_records", {"topic": topic}) == 0
-    assert reg.get_sample_value("seqmon_windows_closed_total", {"topic": topic}) == 5
+    assert reg.get_sample_value("seqmon_windows_closed_total", {"topic": topic}) == 6
     # At shutdown the daemon committed the offsets of everything it read, through whichever client it used.
     reader = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=settings.kafka.group_id, enable_auto_commit=False)
     try:
@@ -187,7 +189,7 @@ def test_an_idle_stream_still_closes_its_windows(kafka_bootstrap, bundle_path, t
     now_ms = int(time.time() * 1000)
     produce(kafka_bootstrap, topic, [(now_ms, s.encode()) for s in SeedLikeGenerator(24).normal(20)])
     settings = settings_for(kafka_bootstrap, bundle_path, tmp_path / "state", topic, **{
-        "window.size_seconds": "2", "window.allowed_lateness_seconds": "1", "window.idle_close_interval_seconds": "1",
+        "window.size_seconds": "2", "window.allowed_lateness_seconds": "0", "window.idle_close_interval_seconds": "1",
     })
     daemon = Daemon(settings, registry=CollectorRegistry())
     daemon.start()
@@ -212,7 +214,7 @@ def start_daemon_process(bootstrap, bundle_path, state_dir, topic, group, result
         "--set", "kafka.session_timeout_ms=6000", "--set", "kafka.heartbeat_interval_ms=1000",
         "--set", f"kafka.results_topic={results_topic}", "--set", f"model.bundle={bundle_path}",
         "--set", f"state.directory={state_dir}", "--set", f"window.size_seconds={WINDOW_S}",
-        "--set", "window.allowed_lateness_seconds=2", "--set", "window.idle_close_interval_seconds=0",
+        "--set", "window.allowed_lateness_seconds=0", "--set", "window.idle_close_interval_seconds=0",
         "--set", "model.watch_interval_seconds=0", "--set", f"metrics.port={port}", "--set", "batch.max_records=500",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEQMON_")}
@@ -292,8 +294,8 @@ def test_two_daemons_in_one_group_count_every_record_once(kafka_bootstrap, bundl
         producer.flush()
 
     send(range(n // 2))
-    # Lateness longer than the data span: whichever partition a daemon reads first, no record is late.
-    extra = {"kafka.group_id": f"g-{uuid.uuid4().hex[:8]}", "window.allowed_lateness_seconds": "60", "batch.max_records": "200"}
+    # Zero lateness: whichever partition a daemon reads first, and across the rebalance, no record is late.
+    extra = {"kafka.group_id": f"g-{uuid.uuid4().hex[:8]}", "batch.max_records": "200"}
     a = Daemon(settings_for(kafka_bootstrap, bundle_path, tmp_path / "a", topic, **extra), registry=CollectorRegistry())
     b = Daemon(settings_for(kafka_bootstrap, bundle_path, tmp_path / "b", topic, **extra), registry=CollectorRegistry())
     consumed = lambda d: d.registry.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) or 0  # noqa: E731
@@ -339,3 +341,43 @@ def test_two_daemons_in_one_group_count_every_record_once(kafka_bootstrap, bundl
         expected = int(((stamps >= start) & (stamps < start + WINDOW_S * 1000)).sum())
         counts = [sum(x.figures()["count"] for x in d.closed_windows if x.start_ms == start) for d in (a, b)]
         assert sum(counts) == expected, (w, counts, expected)
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_one_daemon_catches_up_a_multi_hour_backlog_with_no_record_late(kafka_bootstrap, bundle_path, tmp_path, client):
+    """An operator's restart after an outage: 6 hours of traffic on 4 partitions (round-robin, event-time order per
+    partition, ending an hour ago) wait in the topic; one daemon with zero allowed lateness reads it all. However
+    unevenly the client hands the partitions over, every hour closes with all of its records and none is late."""
+    topic = f"backlog-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_bootstrap, topic, 4)
+    hour = 3_600_000
+    base = int(time.time() * 1000) // hour * hour - 7 * hour
+    n = 56_400
+    stamps = np.sort(base + np.random.default_rng(10).integers(0, 6 * hour, n))
+    seqs = SeedLikeGenerator(27).normal(n)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=50, batch_size=256 * 1024)
+    for i in range(n):
+        producer.send(topic, value=seqs[i].encode(), timestamp_ms=int(stamps[i]), partition=i % 4)
+    producer.flush()
+    producer.close()
+
+    settings = settings_for(kafka_bootstrap, bundle_path, tmp_path / "state", topic, **{
+        "kafka.client": client,
+        "window.size_seconds": "3600",
+        "window.allowed_lateness_seconds": "0",
+        "window.idle_close_interval_seconds": "1",  # the clock is asked often, and must keep out while partitions lag
+        "batch.max_records": "2000",
+    })
+    daemon = Daemon(settings, registry=CollectorRegistry())
+    daemon.start()
+    reg = daemon.registry
+    idle = lambda: [reg.get_sample_value("seqmon_partition_idle", {"topic": topic, "partition": str(p)}) for p in range(4)]  # noqa: E731
+    # The 6 hours, then the empty hour up to the clock's last whole hour, closed by the wall clock once caught up,
+    # with every partition shown idle (the gauges leave with the partitions when the daemon stops).
+    run_until(daemon, lambda: len(daemon.closed_windows) >= 7 and idle() == [1, 1, 1, 1], timeout=120)
+    assert reg.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) == n
+    assert reg.get_sample_value("seqmon_records_late_total", {"topic": topic}) == 0
+    expected = np.bincount((stamps - base) // hour, minlength=6).tolist()
+    closed = [(w.start_ms, w.aggregate.count) for w in daemon.closed_windows]
+    assert closed[:7] == [(base + h * hour, c) for h, c in enumerate(expected)] + [(base + 6 * hour, 0)]
+    assert daemon.pipeline.windower.watermark_ms(topic) >= base + 7 * hour
