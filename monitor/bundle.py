@@ -3,7 +3,8 @@
 A bundle is a directory::
 
     bundle.json            format version, settings, threshold, metadata, sha256 of every other file
-    vocabulary.json        the kept tokens in index order (index 0 padding and, with OOV on, 1 OOV come first)
+    vocabulary.json        {"tokens": kept tokens in index order (index 0 padding and, with OOV on, 1 OOV come first),
+                           "shapes": kept token shapes in index order (0 padding, 1 unknown shape come first)}
     weights.npz            the dense layers as numpy arrays: what the TensorFlow-free scorer loads
     reference_errors.npy   errors of held-out normal rows, sorted ascending: the scale of percentile ranks
     model.keras            the Keras model, for retraining and for checking the numpy scorer against Keras
@@ -28,7 +29,9 @@ from monitor.errors import BundleError, ConfigError
 from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank
 from monitor.vectorize import Vectorizer, VectorizerSettings
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Version 1 stored vocabulary.json as a plain list of tokens and had no token shapes; it loads unchanged.
+READABLE_FORMAT_VERSIONS = (1, 2)
 FILES = ("vocabulary.json", "weights.npz", "reference_errors.npy", "model.keras")
 
 
@@ -163,7 +166,8 @@ def save_bundle(
     if len(reference) == 0 or not np.all(np.isfinite(reference)):
         raise BundleError("reference errors must be a non-empty set of finite numbers")
     threshold = float(np.percentile(reference, threshold_percentile))
-    _fsync_write(path / "vocabulary.json", json.dumps(vectorizer.vocabulary, ensure_ascii=False).encode())
+    vocabulary = {"tokens": vectorizer.vocabulary, "shapes": vectorizer.shapes}
+    _fsync_write(path / "vocabulary.json", json.dumps(vocabulary, ensure_ascii=False).encode())
     arrays = {}
     for i, layer in enumerate(layers):
         arrays[f"kernel_{i}"] = np.asarray(layer.kernel, np.float32)
@@ -212,8 +216,11 @@ def load_bundle(path: str | Path) -> Bundle:
     if not isinstance(doc, dict):
         raise BundleError(f"bundle {path} has a damaged bundle.json (not a JSON object)")
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"bundle {path} has format version {version!r}; this seqmon reads version {FORMAT_VERSION}")
+    if version not in READABLE_FORMAT_VERSIONS:
+        raise BundleError(
+            f"bundle {path} has format version {version!r}; this seqmon reads versions "
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}: retrain it with this seqmon (seqmon train)"
+        )
     for name, expected in doc.get("files", {}).items():
         file = path / name
         if not file.exists():
@@ -226,7 +233,9 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         settings = VectorizerSettings.from_dict(doc["vectorizer"])
         vocabulary = json.loads((path / "vocabulary.json").read_text(encoding="utf-8"))
-        vectorizer = Vectorizer(settings, vocabulary)
+        if version == 1:
+            vocabulary = {"tokens": vocabulary, "shapes": []}
+        vectorizer = Vectorizer(settings, vocabulary["tokens"], vocabulary["shapes"])
         with np.load(path / "weights.npz") as w:
             activations = doc["activations"]
             layers = [DenseLayer(w[f"kernel_{i}"], w[f"bias_{i}"], act) for i, act in enumerate(activations)]

@@ -6,6 +6,7 @@ User errors (``MonitorError``) print one sentence to stderr and exit 2; anything
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections import Counter
@@ -65,7 +66,14 @@ def _reasons_summary(reasons: np.ndarray) -> str:
 
 def cmd_train(args) -> int:
     from monitor.source import read_sequences  # noqa: PLC0415
-    from monitor.train import preset, train_bundle  # noqa: PLC0415
+    from monitor.train import (  # noqa: PLC0415
+        MIN_TRAINING_ROWS,
+        PRESET_NAMES,
+        auto_tokenizer,
+        preset,
+        settings_for,
+        train_bundle,
+    )
 
     overrides = {
         k: v
@@ -89,7 +97,14 @@ def cmd_train(args) -> int:
     }
     if hasattr(args, "max_length"):
         overrides["max_length"] = args.max_length
-    vec, mod = preset(args.preset, **overrides)
+    if args.preset not in PRESET_NAMES:
+        raise InputError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+    # Checked now, before the data is read; auto's settings come from the data below.
+    if args.preset == "auto":
+        tokenizing = {k: v for k, v in overrides.items() if k in ("lower", "filters", "split")}
+        vec = dataclasses.replace(auto_tokenizer(), **tokenizing)
+    else:
+        vec = preset(args.preset, **overrides)[0]
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; a bundle is a directory")
@@ -109,11 +124,17 @@ def cmd_train(args) -> int:
         _err(f"skipping {len(bad):,} record(s): {_reasons_summary(decoded.reasons)}")
     if not sequences:
         raise InputError(f"{args.input} holds no usable sequences: nothing to train on")
+    if len(sequences) < MIN_TRAINING_ROWS:  # before auto prints its choices: a user error is one line
+        raise InputError(f"training needs at least {MIN_TRAINING_ROWS} sequences, got {len(sequences)}")
+    vec, mod, choices = settings_for(args.preset, sequences, **overrides)
+    if choices:
+        _err("preset auto chose, from the training data:\n" + "\n".join(f"  - {c}" for c in choices))
     train_bundle(
         sequences,
         args.out,
         vec,
         mod,
+        choices=choices,
         threshold_percentile=args.threshold_percentile,
         verbose=0 if args.quiet else 1,
         log=_err,
@@ -242,7 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a bundle on normal sequences")
     t.add_argument("input", help="text file (one sequence per line), or CSV / Parquet with --column")
     t.add_argument("--out", required=True, help="bundle directory to write")
-    t.add_argument("--preset", default="seed", help="seed (default), logkeys or original")
+    t.add_argument(
+        "--preset", default="auto",
+        help="auto (default: encoding and sizes read off the training data), seed (short codes), logkeys (log-key "
+        "sessions) or original (the published reference: 750 tokens x 4 places)",
+    )
     input_options(t)
     t.add_argument("--vocab-size", type=int)
     t.add_argument("--max-length", type=_max_length, default=argparse.SUPPRESS, help="tokens kept per sequence, or 'none' for all")

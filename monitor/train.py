@@ -19,8 +19,10 @@ from monitor.vectorize import Vectorizer, VectorizerSettings
 
 MIN_TRAINING_ROWS = 20
 
-#: Named starting points. ``seed`` is the original method made robust; ``logkeys`` suits long log-key sessions
-#: (HDFS); ``original`` reproduces the original design, weaknesses included, for comparison.
+#: Named starting points. ``auto`` (the default) is read off the training data by :func:`auto_settings`; ``seed`` is
+#: the original method made robust for short codes; ``logkeys`` suits long log-key sessions (HDFS); ``original``
+#: reproduces the original design, weaknesses included, for comparison.
+PRESET_NAMES = ("auto", "seed", "logkeys", "original")
 PRESETS: dict[str, tuple[VectorizerSettings, ModelSettings]] = {
     "seed": (
         VectorizerSettings(encoding="positional"),
@@ -37,11 +39,119 @@ PRESETS: dict[str, tuple[VectorizerSettings, ModelSettings]] = {
 }
 
 
+# --- auto: the encoding read off the training data -------------------------------------------------------------------
+
+#: Brackets, quotes, commas and semicolons separate tokens; ``. : / = - _`` stay inside them, so ``core.7156``,
+#: ``rhost=10.0.0.1`` and ``/var/log`` are one token each, with a telling shape.
+AUTO_FILTERS = "\"'()[]{}<>,;\t\n"
+#: Most token positions per sequence (the 99th percentile of training lengths is used, up to this).
+AUTO_MAX_LENGTH = 64
+#: Most tokens kept (memory: the output layer has one place per token, or per token and position).
+AUTO_MAX_VOCAB = 50_000
+#: Tokens x positions up to which every position has its own token places (order-sensitive); past it the tokens of
+#: a sequence go into one multi-hot bag and their order is carried by the shapes.
+AUTO_POSITIONAL_PLACES = 60_000
+#: A token must be seen this often in training to get a place of its own; rarer ones are out-of-vocabulary in
+#: training as they will be live, so the model learns where one-off values (ids, counters) are normal.
+AUTO_MIN_COUNT = 2
+AUTO_MAX_SHAPES = 254
+
+
+def auto_tokenizer() -> VectorizerSettings:
+    """How ``auto`` splits sequences into tokens (case kept, punctuation inside tokens kept)."""
+    return VectorizerSettings(lower=False, filters=AUTO_FILTERS, max_length=None, encoding="multi_hot")
+
+
+def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSettings, list[str]]:
+    """The ``auto`` preset: vectorizer and model settings read off the training sequences, and why each was chosen.
+
+    Returns ``(vectorizer settings, model settings, reasons)``, one reason per choice, for ``seqmon train`` to print
+    and the bundle to keep.
+    """
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
+
+    from monitor.vectorize import _frequent, token_shapes, tokenize  # noqa: PLC0415
+
+    base = auto_tokenizer()
+    tokens = tokenize(list(sequences), base)
+    if len(tokens.values) == 0:
+        raise InputError("the training data holds no tokens: every line is empty after tokenizing")
+    lengths = tokens.counts
+    q99 = int(np.ceil(np.quantile(lengths, 0.99)))
+    max_length = int(min(max(q99, 1), AUTO_MAX_LENGTH))
+    longer = float(np.mean(lengths > max_length))
+    reasons = [
+        f"tokens: split on spaces and {AUTO_FILTERS.strip()!r}, case kept; lengths {int(lengths.min())}-"
+        f"{int(lengths.max())} (median {float(np.median(lengths)):g})",
+        f"max_length {max_length}: 99 % of training sequences have at most {q99} tokens"
+        + (f" (capped at {AUTO_MAX_LENGTH})" if q99 > AUTO_MAX_LENGTH else "")
+        + f"; {100 * longer:.2g} % are longer, and a length place counts every missing or extra token",
+    ]
+    distinct = len(pc.unique(tokens.values))
+    kept = _frequent(tokens.values, AUTO_MIN_COUNT, AUTO_MAX_VOCAB)
+    in_vocabulary = pc.is_in(tokens.values, value_set=pa.array(kept, pa.string())).to_numpy(zero_copy_only=False)
+    rare_share = 1.0 - float(np.mean(in_vocabulary))
+    reasons.append(
+        f"vocabulary {len(kept):,} tokens: of {distinct:,} distinct, those seen at least {AUTO_MIN_COUNT} times"
+        + (f" (capped at {AUTO_MAX_VOCAB:,})" if len(kept) == AUTO_MAX_VOCAB else "")
+        + f"; {100 * rare_share:.2g} % of token occurrences are rarer values, out-of-vocabulary in training as live"
+    )
+    vocab_size = len(kept) + 2
+    if vocab_size * max_length <= AUTO_POSITIONAL_PLACES:
+        encoding, bag = "positional", "multi_hot"
+        reasons.append(
+            f"encoding positional: {vocab_size:,} token places x {max_length} positions fit "
+            f"{AUTO_POSITIONAL_PLACES:,}, so order counts; plus a bag of all tokens, however far past max_length"
+        )
+    else:
+        encoding, bag = "multi_hot", "none"
+        reasons.append(
+            f"encoding multi_hot: {vocab_size:,} token places x {max_length} positions exceed "
+            f"{AUTO_POSITIONAL_PLACES:,}, so tokens go into one bag; the shapes keep their order"
+        )
+    shapes = _frequent(token_shapes(tokens.values), AUTO_MIN_COUNT, AUTO_MAX_SHAPES)
+    reasons.append(
+        f"shapes: {len(shapes)} token shapes ({', '.join(shapes[:8])}{', ...' if len(shapes) > 8 else ''}) per "
+        "position, so a new value of a known kind of field is mild and a new kind of token is loud"
+    )
+    vec = dataclasses.replace(
+        base, vocab_size=vocab_size, max_length=max_length, encoding=encoding, min_count=AUTO_MIN_COUNT, bag=bag,
+        shapes=True, shape_vocab_size=len(shapes) + 2, length_signal=True,
+    )
+    mod = ModelSettings(hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=128, epochs=100, patience=6)
+    reasons.append(f"input: {vec.describe()}")
+    return vec, mod, reasons
+
+
 def preset(name: str, **overrides) -> tuple[VectorizerSettings, ModelSettings]:
-    """A preset's settings with some keys replaced; an unknown preset or key raises ConfigError naming it."""
+    """A preset's settings with some keys replaced; an unknown preset or key raises ConfigError naming it.
+
+    ``auto`` depends on the data: use :func:`settings_for` (or :func:`auto_settings`)."""
+    if name == "auto":
+        raise ConfigError("the auto preset is read off the training data: call settings_for(name, sequences)")
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     vec, mod = PRESETS[name]
+    return _replace(vec, mod, overrides)
+
+
+def settings_for(
+    name: str, sequences: Sequence[str], **overrides
+) -> tuple[VectorizerSettings, ModelSettings, list[str]]:
+    """Settings of preset ``name`` for these training sequences, with some keys replaced, and the reasons of an
+    ``auto`` choice (empty for the named presets)."""
+    if name == "auto":
+        vec, mod, reasons = auto_settings(sequences)
+        vec, mod = _replace(vec, mod, overrides)
+        if overrides:
+            reasons.append(f"set by hand: {', '.join(f'{k}={v!r}' for k, v in sorted(overrides.items()))}")
+        return vec, mod, reasons
+    vec, mod = preset(name, **overrides)
+    return vec, mod, []
+
+
+def _replace(vec: VectorizerSettings, mod: ModelSettings, overrides: dict) -> tuple[VectorizerSettings, ModelSettings]:
     vec_keys = {f.name for f in dataclasses.fields(VectorizerSettings)}
     mod_keys = {f.name for f in dataclasses.fields(ModelSettings)}
     unknown = sorted(k for k in overrides if k not in vec_keys | mod_keys)
@@ -68,8 +178,10 @@ def train_bundle(
     verbose: int = 1,
     log: Callable[[str], None] = print,
     preset_name: str | None = None,
+    choices: Sequence[str] = (),
 ) -> Bundle:
-    """Train on normal sequences and write a bundle to ``out``; returns the loaded bundle."""
+    """Train on normal sequences and write a bundle to ``out``; returns the loaded bundle. ``choices`` (why each
+    setting was chosen, from :func:`auto_settings`) are kept in the bundle's metadata."""
     from monitor.model import export_layers, tensorflow_version, train_autoencoder  # noqa: PLC0415
 
     if not 0 < threshold_percentile <= 100:
@@ -102,6 +214,7 @@ def train_bundle(
         "tensorflow_version": tensorflow_version(),
         "python_version": platform.python_version(),
         "preset": preset_name,
+        "choices": list(choices),
         "training_rows": len(train_rows),
         "distinct_training_rows": len(fit_rows),
         "reference_rows": len(held_rows),

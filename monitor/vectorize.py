@@ -10,6 +10,17 @@ settings that default on or are chosen by a preset:
 * ``encoding="positional"``: one place per (position, token), so reordered parts change the vector.
 * ``encoding="counts"``: ``log1p(count)`` per token over the whole sequence, for long log-key sessions.
 
+Optional channels, after the token places, let a vectorizer fitted to the user's data see what fixed sizes hid:
+
+* ``bag``: every token of the sequence, however long (``multi_hot`` or ``counts``), so parts past ``max_length`` count;
+* ``shapes``: per position, the token's *shape* (``GX567`` → ``A9``, ``core.7156`` → ``a.9``, ``0x00000080`` → ``H``),
+  so a new value of a known kind of field is mild while a new kind of token is loud;
+* ``length_signal``: the token count, one-hot up to ``max_length`` and one place for "longer", so missing and appended
+  parts register even where the token places are cut.
+
+``min_count`` keeps only tokens seen that often in training: the tail of one-off values (ids, counters) is then
+out-of-vocabulary in training too, and the model learns where such values are normal.
+
 Tokenizing and encoding run on whole batches with Arrow compute kernels and numpy; there is no Python loop per record.
 Rows come out as CSR arrays (``indptr``, ``indices``, ``data``), which the scorer multiplies without densifying.
 """
@@ -32,6 +43,9 @@ KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 PAD_INDEX = 0
 OOV_INDEX = 1
 ENCODINGS = ("multi_hot", "positional", "counts")
+BAGS = ("none", "multi_hot", "counts")
+#: Shapes longer than this are cut: a shape names a kind of token, not its length.
+SHAPE_MAX_CHARS = 12
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,11 @@ class VectorizerSettings:
     split: str = " "
     oov: bool = True
     encoding: str = "multi_hot"
+    min_count: int = 1
+    bag: str = "none"
+    shapes: bool = False
+    shape_vocab_size: int = 64
+    length_signal: bool = False
 
     def __post_init__(self) -> None:
         reserved = 2 if self.oov else 1
@@ -63,17 +82,59 @@ class VectorizerSettings:
             raise ConfigError("encoding 'positional' needs a max_length (one place per position and token)")
         if not self.split:
             raise ConfigError("split must be a non-empty string")
+        if not isinstance(self.min_count, int) or self.min_count < 1:
+            raise ConfigError(f"min_count must be a positive integer, got {self.min_count!r}")
+        if self.bag not in BAGS:
+            raise ConfigError(f"bag must be one of {', '.join(BAGS)}, got {self.bag!r}")
+        if self.bag != "none" and self.encoding != "positional":
+            raise ConfigError("bag adds a whole-sequence view to the positional encoding; the other encodings are bags")
+        if (self.shapes or self.length_signal) and self.max_length is None:
+            raise ConfigError("shapes and length_signal need a max_length (they have one place per position)")
+        if not isinstance(self.shape_vocab_size, int) or self.shape_vocab_size < 3:
+            raise ConfigError(f"shape_vocab_size must be an integer above 2, got {self.shape_vocab_size!r}")
+
+    def channels(self) -> dict[str, tuple[int, int]]:
+        """``(first column, width)`` of each channel that is on, in column order: ``tokens`` always, then ``bag``,
+        ``shapes`` and ``length``."""
+        out = {}
+        start = 0
+        width = self.vocab_size * self.max_length if self.encoding == "positional" else self.vocab_size
+        out["tokens"] = (start, width)
+        start += width
+        if self.bag != "none":
+            out["bag"] = (start, self.vocab_size)
+            start += self.vocab_size
+        if self.shapes:
+            assert self.max_length is not None
+            out["shapes"] = (start, self.shape_vocab_size * self.max_length)
+            start += self.shape_vocab_size * self.max_length
+        if self.length_signal:
+            assert self.max_length is not None
+            out["length"] = (start, self.max_length + 2)
+        return out
 
     @property
     def n_features(self) -> int:
         """Width of the encoded vector."""
-        if self.encoding == "positional":
-            assert self.max_length is not None
-            return self.vocab_size * self.max_length
-        return self.vocab_size
+        start, width = list(self.channels().values())[-1]
+        return start + width
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        """One line: what a row of this encoding holds."""
+        parts = [f"{self.encoding} tokens ({self.vocab_size:,} places"
+                 + (f" x {self.max_length} positions)" if self.encoding == "positional" else ")")]
+        if self.encoding != "positional" and self.max_length is not None:
+            parts[0] += f" of the first {self.max_length} tokens"
+        if self.bag != "none":
+            parts.append(f"a {self.bag} bag of all tokens")
+        if self.shapes:
+            parts.append(f"token shapes ({self.shape_vocab_size} places x {self.max_length} positions)")
+        if self.length_signal:
+            parts.append(f"the length (0..{self.max_length}, or longer)")
+        return ", ".join(parts) + f": {self.n_features:,} input places"
 
     @classmethod
     def from_dict(cls, data: dict) -> VectorizerSettings:
@@ -127,6 +188,40 @@ def tokenize(sequences: Sequence[str] | pa.Array, settings: VectorizerSettings) 
     return Tokens(values=flat, rows=rows, positions=positions, counts=counts)
 
 
+def token_shapes(values: pa.Array) -> pa.Array:
+    """The shape of each token: runs of upper-case letters become ``A``, of lower-case letters ``a``, of digits ``9``
+    (other characters stay), cut to ``SHAPE_MAX_CHARS``; hex numbers (``0x…``, or 8+ hex digits with a letter and a
+    digit) are ``H``. ``GX567`` → ``A9``, ``core.7156`` → ``a.9``, ``10.0.0.1`` → ``9.9.9.9``, ``/var/log`` → ``/a/a``."""
+    if len(values) == 0:
+        return pa.array([], pa.string())
+    hexlike = pc.or_(
+        pc.match_substring_regex(values, r"^0[xX][0-9a-fA-F]+$"),
+        pc.and_(
+            pc.match_substring_regex(values, r"^[0-9a-fA-F]{8,}$"),
+            pc.and_(pc.match_substring_regex(values, "[a-fA-F]"), pc.match_substring_regex(values, "[0-9]")),
+        ),
+    )
+    shapes = pc.replace_substring_regex(values, "[A-Z]+", "A")
+    shapes = pc.replace_substring_regex(shapes, "[a-z]+", "a")
+    shapes = pc.replace_substring_regex(shapes, "[0-9]+", "9")
+    shapes = pc.utf8_slice_codeunits(shapes, 0, SHAPE_MAX_CHARS)
+    return pc.if_else(hexlike, pa.scalar("H", pa.string()), shapes)
+
+
+def _frequent(values: pa.Array, min_count: int, room: int) -> list[str]:
+    """The values seen at least ``min_count`` times, most frequent first (ties: first appearance), at most ``room``."""
+    if len(values) == 0:
+        return []
+    encoded = pc.dictionary_encode(values)
+    codes = encoded.indices.to_numpy()
+    uniques = encoded.dictionary.to_pylist()
+    counts = np.bincount(codes, minlength=len(uniques))
+    # dictionary_encode numbers values by first appearance, so a stable sort on -count breaks ties that way.
+    order = np.argsort(-counts, kind="stable")
+    order = order[counts[order] >= min_count][:room]
+    return [uniques[i] for i in order]
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A batch of encoded rows in CSR form, with what the vectorizer saw per row."""
@@ -165,7 +260,7 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class Vectorizer:
     """A fitted vocabulary and the settings that turn strings into encoded rows."""
 
-    def __init__(self, settings: VectorizerSettings, vocabulary: Sequence[str]):
+    def __init__(self, settings: VectorizerSettings, vocabulary: Sequence[str], shapes: Sequence[str] = ()):
         self.settings = settings
         self.first_index = 2 if settings.oov else 1
         if len(vocabulary) > settings.vocab_size - self.first_index:
@@ -173,23 +268,30 @@ class Vectorizer:
                 f"vocabulary has {len(vocabulary)} tokens but vocab_size {settings.vocab_size} "
                 f"leaves room for {settings.vocab_size - self.first_index}"
             )
+        if len(shapes) > settings.shape_vocab_size - 2:
+            raise ConfigError(
+                f"{len(shapes)} shapes but shape_vocab_size {settings.shape_vocab_size} leaves room for "
+                f"{settings.shape_vocab_size - 2}"
+            )
         self.vocabulary = list(vocabulary)
+        self.shapes = list(shapes)
         self._value_set = pa.array(self.vocabulary, pa.string())
+        self._shape_set = pa.array(self.shapes, pa.string())
 
     @classmethod
     def fit(cls, sequences: Sequence[str] | pa.Array, settings: VectorizerSettings) -> Vectorizer:
-        """Keep the most frequent tokens; ties keep the order of first appearance (as Keras' Tokenizer does)."""
+        """Keep the most frequent tokens seen at least ``min_count`` times (and shapes, if on); ties keep the order
+        of first appearance (as Keras' Tokenizer does)."""
         tokens = tokenize(sequences, settings)
         if len(tokens.values) == 0:
             raise InputError("the training data holds no tokens: every line is empty after tokenizing")
-        encoded = pc.dictionary_encode(tokens.values)
-        codes = encoded.indices.to_numpy()
-        uniques = encoded.dictionary.to_pylist()
-        counts = np.bincount(codes, minlength=len(uniques))
-        # dictionary_encode numbers tokens by first appearance, so a stable sort on -count breaks ties that way.
-        order = np.argsort(-counts, kind="stable")
         room = settings.vocab_size - (2 if settings.oov else 1)
-        return cls(settings, [uniques[i] for i in order[:room]])
+        vocabulary = _frequent(tokens.values, settings.min_count, room)
+        shapes = (
+            _frequent(token_shapes(tokens.values), settings.min_count, settings.shape_vocab_size - 2)
+            if settings.shapes else []
+        )
+        return cls(settings, vocabulary, shapes)
 
     @property
     def n_features(self) -> int:
@@ -227,8 +329,10 @@ class Vectorizer:
         if s.encoding != "counts" and s.max_length is not None:
             indptr, indices, data = _fixed_length_rows(rows, positions, ids, n, s)
         else:
-            indptr, indices, data = _csr_sum(rows, ids, n, s.n_features)
+            indptr, indices, data = _csr_sum(rows, ids, n, s.vocab_size)
             data = np.log1p(data) if s.encoding == "counts" else np.minimum(data, 1.0)
+        if s.bag != "none" or s.shapes or s.length_signal:
+            indptr, indices, data = self._with_channels(tokens, indptr, indices, data)
         return Encoded(
             indptr=indptr,
             indices=indices.astype(np.int32),
@@ -238,11 +342,69 @@ class Vectorizer:
             oov_counts=oov_counts,
         )
 
-    def token_of_column(self, column: int) -> tuple[str, int | None]:
-        """The token (and position, for the positional encoding) that an input column stands for."""
+    def shape_ids(self, tokens: Tokens) -> np.ndarray:
+        """Shape index of every token: its place among the fitted shapes (from 2), or 1 for an unknown shape."""
+        found = pc.index_in(token_shapes(tokens.values), value_set=self._shape_set)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 2
+
+    def _with_channels(self, tokens: Tokens, indptr, indices, data):
+        """The token places' CSR rows with the bag, shape and length places appended (columns stay sorted)."""
         s = self.settings
+        n = len(tokens.counts)
+        channels = s.channels()
+        rows = [np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))]
+        cols = [np.asarray(indices, dtype=np.int64)]
+        vals = [np.asarray(data, dtype=np.float64)]
+        if s.bag != "none":
+            ids = self.token_ids(tokens)  # every token, however far past max_length
+            b_indptr, b_cols, b_data = _csr_sum(tokens.rows, ids, n, s.vocab_size)
+            rows.append(np.repeat(np.arange(n, dtype=np.int64), np.diff(b_indptr)))
+            cols.append(b_cols + channels["bag"][0])
+            vals.append(np.log1p(b_data) if s.bag == "counts" else np.minimum(b_data, 1.0))
+        length = s.max_length
+        if s.shapes:
+            assert length is not None
+            keep = tokens.positions < length
+            grid = np.full((n, length), PAD_INDEX, dtype=np.int64)
+            grid[tokens.rows[keep], tokens.positions[keep]] = self.shape_ids(tokens)[keep]
+            grid += np.arange(length, dtype=np.int64) * s.shape_vocab_size + channels["shapes"][0]
+            rows.append(np.repeat(np.arange(n, dtype=np.int64), length))
+            cols.append(grid.ravel())
+            vals.append(np.ones(n * length))
+        if s.length_signal:
+            assert length is not None
+            rows.append(np.arange(n, dtype=np.int64))
+            cols.append(np.minimum(tokens.counts, length + 1) + channels["length"][0])
+            vals.append(np.ones(n))
+        all_rows, all_cols, all_vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        # Channels lie in increasing column ranges, so a stable sort by row keeps each row's columns sorted.
+        order = np.argsort(all_rows, kind="stable")
+        out_indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(all_rows, minlength=n), out=out_indptr[1:])
+        return out_indptr, all_cols[order], all_vals[order]
+
+    def token_of_column(self, column: int) -> tuple[str, int | None]:
+        """The token (and position, for positional places) that an input column stands for. Shape places read
+        ``<shape A9>``, length places ``<length 3>`` (or ``<length >8>``), bag places the token itself."""
+        s = self.settings
+        channel, start = "tokens", 0
+        for name, (first, width) in s.channels().items():
+            if first <= column < first + width:
+                channel, start = name, first
+                break
+        column -= start
         position = None
-        if s.encoding == "positional":
+        if channel == "length":
+            return (f"<length >{s.max_length}>" if column > (s.max_length or 0) else f"<length {column}>"), None
+        if channel == "shapes":
+            position, column = divmod(column, s.shape_vocab_size)
+            if column == PAD_INDEX:
+                return "<pad>", position
+            if column == 1:
+                return "<unknown shape>", position
+            i = column - 2
+            return (f"<shape {self.shapes[i]}>" if i < len(self.shapes) else "<unused>"), position
+        if channel == "tokens" and s.encoding == "positional":
             position, column = divmod(column, s.vocab_size)
         if column == PAD_INDEX:
             return "<pad>", position

@@ -151,7 +151,7 @@ def test_train_writes_bundle_and_inspect_describes_it(bundle, capsys):
     doc = json.loads(out)
     assert isinstance(doc["threshold"], float) and doc["threshold"] > 0
     assert doc["threshold_percentile"] == 99.0
-    assert doc["format_version"] == 1
+    assert doc["format_version"] == 2
     assert doc["vocabulary"]["tokens"] > 10
     assert doc["vocabulary"]["first"] and all(isinstance(t, str) for t in doc["vocabulary"]["first"])
     # A dense autoencoder: layers chain up, the decoder mirrors the encoder, the output is as wide as the input.
@@ -166,7 +166,8 @@ def test_train_writes_bundle_and_inspect_describes_it(bundle, capsys):
     assert doc["reference_errors"]["min"] <= doc["threshold"] <= doc["reference_errors"]["max"]
     assert datetime.fromisoformat(doc["created_at"]).tzinfo is not None
     assert re.match(r"\d+\.\d+", doc["tensorflow_version"])
-    assert doc["preset"] == "seed"
+    assert doc["preset"] == "auto"
+    assert any(c.startswith("max_length 4") for c in doc["choices"]), doc["choices"]
     assert doc["model"]["epochs"] == EPOCHS and 1 <= doc["epochs_run"] <= EPOCHS
 
 
@@ -180,7 +181,7 @@ def test_score_rows_reasons_and_anomalies(bundle, data, described, tmp_path, cap
         3: (b"", "empty"),
         10: (b"GX567 \xff\xfe DF", "invalid_utf8"),
         20: (b"AB123 " * 30, "too_long"),  # 180 bytes > --max-bytes 100
-        30: (b"!!! ... ,,, -- ::", "empty"),  # only punctuation: no tokens
+        30: (b" ,,, ;; () [] ", "empty"),  # only separators: no tokens
     }
     good = [s.encode() for s in normal + abnormal]
     records: list[bytes] = []
@@ -319,7 +320,7 @@ def test_missing_input_file(bundle, tmp_path, capsys, command):
         (b"GX567 \xff DF", "invalid_utf8"),
         (b"AB123 " * 30, "too_long"),
         (b"", "empty"),
-        (b"!!! ...", "empty"),
+        (b" ,,, ;; () ", "empty"),  # only separators: no tokens
     ],
 )
 def test_train_refuses_unusable_record(data, tmp_path, capsys, bad_line, reason):
@@ -364,9 +365,18 @@ def test_train_empty_file(tmp_path, capsys):
     assert_user_error(rc, out, err, str(src), "no usable sequences")
 
 
+def test_train_says_what_auto_chose_and_why(data, tmp_path, capsys):
+    rc, out, err = run(capsys, "train", data / "train.txt", "--out", tmp_path / "b", "--epochs", "1", "--quiet")
+    assert rc == 0, err
+    chose = err.split("preset auto chose, from the training data:\n", 1)[1].splitlines()
+    assert [line[:4] for line in chose[:6]] == ["  - "] * 6
+    assert any("max_length 4: 99 % of training sequences" in line for line in chose)
+    assert any(line.startswith("  - input: positional tokens") for line in chose)
+
+
 def test_train_unknown_preset(data, tmp_path, capsys):
     rc, out, err = run(capsys, "train", data / "train.txt", "--out", tmp_path / "b", "--preset", "bogus")
-    assert_user_error(rc, out, err, "unknown preset 'bogus'", "seed", "logkeys", "original")
+    assert_user_error(rc, out, err, "unknown preset 'bogus'", "auto", "seed", "logkeys", "original")
 
 
 def test_train_positional_needs_max_length(data, tmp_path, capsys):
@@ -421,10 +431,10 @@ def test_bundle_from_a_future_version(bundle, tmp_path, capsys):
     future = copy_bundle(bundle, tmp_path)
     manifest = future / "bundle.json"
     doc = json.loads(manifest.read_text(encoding="utf-8"))
-    doc["format_version"] = 2
+    doc["format_version"] = 3
     manifest.write_text(json.dumps(doc), encoding="utf-8")
     rc, out, err = run(capsys, "inspect", future)
-    assert_user_error(rc, out, err, "format version 2", "reads version 1")
+    assert_user_error(rc, out, err, "format version 3", "reads versions 1, 2", "retrain")
 
 
 # --- the installed command -------------------------------------------------------------------------------------------

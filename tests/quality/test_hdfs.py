@@ -41,3 +41,15 @@ def test_logkeys_preset_meets_the_targets_on_hdfs(tmp_path):
     result = evaluate(bundle.errors(normal), bundle.errors(abnormal), bundle.threshold)
     assert result["roc_auc"] >= 0.98, result
     assert result["f1"] >= 0.95, result
+
+
+def test_the_default_auto_preset_holds_on_hdfs(tmp_path):
+    """No preset chosen by hand: auto reads the sessions and must still separate them (measured 0.995)."""
+    from monitor.train import settings_for
+
+    train, normal, abnormal = split()
+    vec, mod, choices = settings_for("auto", train)
+    assert vec.encoding == "positional" and vec.length_signal and choices
+    bundle = train_bundle(train, tmp_path / "bundle", vec, mod, verbose=0, log=lambda m: None)
+    result = evaluate(bundle.errors(normal), bundle.errors(abnormal), bundle.threshold)
+    assert result["roc_auc"] >= 0.98, result

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -66,6 +67,23 @@ def test_other_format_version_and_bad_json(bundle_dir):
     manifest.write_text("{not json")
     with pytest.raises(BundleError, match="damaged bundle.json"):
         load_bundle(bundle_dir)
+
+
+def test_a_version_1_bundle_loads_and_scores_the_same(bundle_dir):
+    """Version 1 kept vocabulary.json as a plain list and knew no token shapes."""
+    before = load_bundle(bundle_dir)
+    sequences = ["DF 36 FR GX567", "ZZ 99 QQ", "DF"]
+    vocabulary = bundle_dir / "vocabulary.json"
+    assert json.loads(vocabulary.read_text())["shapes"] == []
+    vocabulary.write_text(json.dumps(json.loads(vocabulary.read_text())["tokens"]))
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    doc["format_version"] = 1
+    doc["files"]["vocabulary.json"] = hashlib.sha256(vocabulary.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(doc))
+    after = load_bundle(bundle_dir)
+    assert after.vectorizer.vocabulary == before.vectorizer.vocabulary
+    np.testing.assert_array_equal(after.errors(sequences), before.errors(sequences))
 
 
 def test_settings_that_do_not_fit_the_weights(bundle_dir):

@@ -113,3 +113,68 @@ def test_batch_encoding_matches_a_record_by_record_loop():
 def test_bad_settings_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         VectorizerSettings(**kwargs)
+
+
+# --- data-learned vocabulary and the extra channels ---------------------------------------------------------------
+
+def test_token_shapes():
+    import pyarrow as pa
+
+    from monitor.vectorize import token_shapes
+
+    tokens = ["GX567", "core.7156", "0x00000080", "10.0.0.1", "/var/log/x", "DF", "df", "deadbeef12", "12345678", "Abc"]
+    assert token_shapes(pa.array(tokens)).to_pylist() == [
+        "A9", "a.9", "H", "9.9.9.9", "/a/a/a", "A", "a", "H", "9", "Aa",
+    ]
+    assert token_shapes(pa.array(["x" * 40 + "9" * 40 + "." * 20])).to_pylist() == ["a9" + "." * 10]
+
+
+def test_min_count_leaves_the_tail_out_of_the_vocabulary():
+    s = VectorizerSettings(vocab_size=100, min_count=2)
+    v = Vectorizer.fit(["a b c", "a b d", "a e f"], s)
+    assert v.vocabulary == ["a", "b"]
+    assert Vectorizer.fit(["a b c", "a b d"], VectorizerSettings(vocab_size=100)).vocabulary == ["a", "b", "c", "d"]
+
+
+def test_channels_layout_and_encoding():
+    s = VectorizerSettings(
+        vocab_size=6, max_length=3, encoding="positional", bag="multi_hot", shapes=True, shape_vocab_size=4,
+        length_signal=True, lower=False,
+    )
+    channels = s.channels()
+    assert channels == {"tokens": (0, 18), "bag": (18, 6), "shapes": (24, 12), "length": (36, 5)}
+    assert s.n_features == 41
+    v = Vectorizer.fit(["DF 36 FR", "DF 37 FR", "DF 36 FR"], s)
+    assert v.vocabulary == ["DF", "FR", "36", "37"] and v.shapes == ["A", "9"]
+    enc = v.encode(["DF 36 FR GX567 x", "DF"])
+    dense = enc.to_dense()
+    on = [set(np.flatnonzero(row).tolist()) for row in dense]
+    # Row 0: tokens DF, 36, FR at positions 0-2 (GX567 and x are cut), the bag sees all five (GX567 and x as OOV),
+    # shapes A, 9, A at positions 0-2, and a length past max_length.
+    df, fr, n36 = 2, 3, 4
+    assert on[0] == {0 * 6 + df, 1 * 6 + n36, 2 * 6 + fr, 18 + df, 18 + n36, 18 + fr, 18 + 1,
+                     24 + 0 * 4 + 2, 24 + 1 * 4 + 3, 24 + 2 * 4 + 2, 36 + 4}
+    # Row 1: DF then padding; shape A then padding; length 1.
+    assert on[1] == {0 * 6 + df, 1 * 6 + 0, 2 * 6 + 0, 18 + df, 24 + 2, 24 + 4 + 0, 24 + 8 + 0, 36 + 1}
+    assert np.all(np.diff(enc.indices[enc.indptr[0]:enc.indptr[1]]) > 0)  # columns sorted within a row
+    assert v.token_of_column(24 + 4 + 3) == ("<shape 9>", 1)
+    assert v.token_of_column(24 + 4 + 1) == ("<unknown shape>", 1)
+    assert v.token_of_column(36 + 4) == ("<length >3>", None)
+    assert v.token_of_column(36 + 2) == ("<length 2>", None)
+    assert v.token_of_column(18 + fr) == ("FR", None)
+    assert v.token_of_column(6 + n36) == ("36", 1)
+    # An unknown shape lights the unknown-shape place.
+    assert 24 + 1 in set(np.flatnonzero(v.encode(["x.y"]).to_dense()[0]).tolist())
+
+
+def test_counts_bag_and_validation():
+    s = VectorizerSettings(vocab_size=5, max_length=2, encoding="positional", bag="counts")
+    v = Vectorizer.fit(["a a a b"], s)
+    row = v.encode(["a a a b"]).to_dense()[0]
+    assert row[10 + 2] == pytest.approx(np.log1p(3)) and row[10 + 3] == pytest.approx(np.log1p(1))
+    with pytest.raises(ConfigError, match="bag"):
+        VectorizerSettings(bag="counts", encoding="multi_hot")
+    with pytest.raises(ConfigError, match="max_length"):
+        VectorizerSettings(shapes=True, max_length=None, encoding="counts")
+    with pytest.raises(ConfigError, match="min_count"):
+        VectorizerSettings(min_count=0)

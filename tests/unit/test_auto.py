@@ -1,0 +1,67 @@
+"""The auto preset: settings read off the training data, each with its reason. No training here."""
+
+import numpy as np
+import pytest
+
+from monitor.errors import ConfigError, InputError
+from monitor.train import AUTO_MAX_LENGTH, AUTO_POSITIONAL_PLACES, auto_settings, preset, settings_for
+from monitor.vectorize import Vectorizer
+
+
+def codes(n, seed=0):
+    """Short codes of three formats: two letters, a number, a letter-digit id."""
+    rng = np.random.default_rng(seed)
+    heads = ["DF", "QX", "MB"]
+    return [f"{heads[i % 3]} {rng.integers(10, 60)} {['FR', 'DE', 'IT'][rng.integers(3)]} GX{rng.integers(100, 999)}"
+            for i in range(n)]
+
+
+def test_short_codes_get_positional_tokens_shapes_and_a_length_place():
+    lines = codes(5_000)
+    vec, mod, reasons = auto_settings(lines)
+    assert vec.max_length == 4 and vec.encoding == "positional" and vec.bag == "multi_hot"
+    assert vec.shapes and vec.length_signal and not vec.lower and vec.min_count == 2
+    fitted = Vectorizer.fit(lines, vec)
+    # Every token seen twice or more has a place; the vocabulary fills vocab_size exactly.
+    assert len(fitted.vocabulary) == vec.vocab_size - 2
+    assert {"DF", "QX", "MB", "FR"} <= set(fitted.vocabulary)
+    assert set(fitted.shapes) == {"A", "9", "A9"} and vec.shape_vocab_size == 5
+    assert len(reasons) >= 5 and any("max_length 4" in r for r in reasons) and any("A9" in r for r in reasons)
+    assert mod.epochs > 0
+
+
+def test_one_off_values_stay_out_of_the_vocabulary():
+    rng = np.random.default_rng(1)
+    lines = [f"session {i} opened for user{rng.integers(0, 5)} from 10.0.{rng.integers(0, 255)}.{i % 250}"
+             for i in range(3_000)]
+    vec, _, reasons = auto_settings(lines)
+    fitted = Vectorizer.fit(lines, vec)
+    assert "session" in fitted.vocabulary and "user3" in fitted.vocabulary
+    assert not any(t.isdigit() and int(t) >= 1000 for t in fitted.vocabulary)  # session numbers seen once each
+    assert "9.9.9.9" in fitted.shapes and "a9" in fitted.shapes
+    assert any("rarer values" in r for r in reasons)
+
+
+def test_long_lines_with_many_tokens_go_into_a_bag_and_lengths_are_capped():
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in range(4_000)]
+    lines = [" ".join(rng.choice(words, size=rng.integers(5, 120))) for _ in range(4_000)]
+    vec, _, reasons = auto_settings(lines)
+    assert vec.max_length == AUTO_MAX_LENGTH
+    assert vec.vocab_size * vec.max_length > AUTO_POSITIONAL_PLACES
+    assert vec.encoding == "multi_hot" and vec.bag == "none" and vec.shapes
+    assert any("capped" in r for r in reasons)
+
+
+def test_settings_for_applies_overrides_and_says_so():
+    vec, mod, reasons = settings_for("auto", codes(500), epochs=3, max_length=6)
+    assert (vec.max_length, mod.epochs) == (6, 3)
+    assert "set by hand" in reasons[-1]
+    vec, mod, reasons = settings_for("seed", codes(500), epochs=3)
+    assert reasons == [] and mod.epochs == 3 and vec.encoding == "positional"
+    with pytest.raises(ConfigError, match="unknown training setting"):
+        settings_for("auto", codes(500), bogus=1)
+    with pytest.raises(ConfigError, match="read off the training data"):
+        preset("auto")
+    with pytest.raises(InputError, match="no tokens"):
+        auto_settings(["", "   "])
