@@ -29,6 +29,9 @@ class ModelSettings:
     ``distinct_rows`` trains on each distinct sequence once per epoch instead of on every occurrence: epochs get as
     many times shorter as the traffic repeats itself, and rare normal formats weigh as much as frequent ones, which
     lowers the tail of normal errors that sets the threshold (measured in README).
+
+    ``epoch_rows`` (0: all) caps the rows of an epoch at a fresh random sample of that many, so training time stops
+    growing with the data once it exceeds the cap (early stopping still watches the whole validation set).
     """
 
     hidden: tuple[int, ...] = (64,)
@@ -43,6 +46,7 @@ class ModelSettings:
     validation_split: float = 0.1
     seed: int = 0
     distinct_rows: bool = True
+    epoch_rows: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -57,6 +61,8 @@ class ModelSettings:
             raise ConfigError(f"validation_split must be between 0 and 0.5, got {self.validation_split}")
         if self.l1_activity < 0:
             raise ConfigError("l1_activity must not be negative")
+        if not isinstance(self.epoch_rows, int) or self.epoch_rows < 0:
+            raise ConfigError(f"epoch_rows must be 0 (all) or a positive number of rows, got {self.epoch_rows!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -72,10 +78,14 @@ def _keras():
     return keras
 
 
-def build_autoencoder(n_features: int, settings: ModelSettings):
-    """A Keras Sequential dense autoencoder for rows of ``n_features`` places."""
+def build_autoencoder(n_features: int, settings: ModelSettings, sparse: bool = False):
+    """A Keras Sequential dense autoencoder for rows of ``n_features`` places.
+
+    With ``sparse`` the model takes ``tf.SparseTensor`` rows (its first layer is then a sum of the weight rows of each
+    row's few stored places) and is compiled with :func:`sparse_mse`, whose targets are the same sparse rows: no dense
+    input or target matrix is ever built. Training uses that form; the bundle keeps the plain one (same weights)."""
     keras = _keras()
-    layers = [keras.Input(shape=(n_features,))]
+    layers = [keras.Input(shape=(n_features,), sparse=sparse)]
     for units in settings.hidden:
         layers.append(keras.layers.Dense(units, activation=settings.activation))
     regularizer = keras.regularizers.L1(settings.l1_activity) if settings.l1_activity else None
@@ -84,12 +94,45 @@ def build_autoencoder(n_features: int, settings: ModelSettings):
         layers.append(keras.layers.Dense(units, activation=settings.activation))
     layers.append(keras.layers.Dense(n_features, activation=settings.output_activation))
     model = keras.Sequential(layers, name="seqmon_autoencoder")
-    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
+    loss = sparse_mse(n_features) if sparse else "mse"
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
     return model
 
 
-def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weights: np.ndarray | None = None):
-    """A Keras PyDataset that densifies one batch at a time, so training memory does not grow with the data."""
+def sparse_mse(n_features: int):
+    """Per-row mean squared error between sparse target rows ``x`` and dense reconstructions ``y``, expanded as
+    ``(|y|² − 2 x·y + |x|²) / D`` so that ``x·y`` is a gather at ``x``'s stored places (the scorer's formula)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def loss(x, y):
+        rows = tf.shape(y)[0]
+        at = tf.gather_nd(y, x.indices)
+        row_of = x.indices[:, 0]
+        xy = tf.math.unsorted_segment_sum(at * x.values, row_of, rows)
+        xx = tf.math.unsorted_segment_sum(tf.square(x.values), row_of, rows)
+        return (tf.reduce_sum(tf.square(y), axis=1) - 2.0 * xy + xx) / float(n_features)
+
+    return loss
+
+
+def _sparse_rows(encoded: Encoded, rows: np.ndarray):
+    """Some rows of a CSR batch as a ``tf.SparseTensor`` (indices in row-major order, as TensorFlow wants them)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from monitor.vectorize import _ranges  # noqa: PLC0415
+
+    lengths = encoded.indptr[rows + 1] - encoded.indptr[rows]
+    take = _ranges(encoded.indptr[rows], lengths)
+    out_rows = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    indices = np.stack([out_rows, encoded.indices[take].astype(np.int64)], axis=1)
+    return tf.SparseTensor(indices, encoded.data[take].astype(np.float32), (len(rows), encoded.n_features))
+
+
+def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weights: np.ndarray | None = None,
+             max_rows: int | None = None, sparse: bool = True):
+    """A Keras PyDataset that makes one batch at a time (input and target are the same rows, sparse or dense), so
+    training memory does not grow with the data. With ``max_rows``, an epoch visits a fresh random sample of that many
+    rows: epochs stay short however much data there is, and over epochs every row is seen."""
     keras = _keras()
 
     class Batches(keras.utils.PyDataset):
@@ -100,11 +143,12 @@ def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weight
             self.on_epoch_end()
 
         def __len__(self):
-            return math.ceil(encoded.n_rows / batch_size)
+            n = encoded.n_rows if max_rows is None else min(encoded.n_rows, max_rows)
+            return math.ceil(n / batch_size)
 
         def __getitem__(self, i):
-            rows = self.order[i * batch_size : (i + 1) * batch_size]
-            x = encoded.to_dense(rows)
+            rows = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
+            x = _sparse_rows(encoded, rows) if sparse else encoded.to_dense(rows)
             return (x, x) if weights is None else (x, x, weights[rows])
 
         def on_epoch_end(self):
@@ -114,6 +158,11 @@ def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weight
     return Batches()
 
 
+#: Input width from which training feeds sparse batches (see ``tests/bench/bench_train.py``): below it, dense batches
+#: are faster; above it, the sparse first layer and loss win and no dense batch matrix is built.
+SPARSE_FROM_FEATURES = 20_000
+
+
 def train_autoencoder(
     train: Encoded,
     validation: Encoded,
@@ -121,8 +170,12 @@ def train_autoencoder(
     verbose: int = 1,
     train_weights: np.ndarray | None = None,
     validation_weights: np.ndarray | None = None,
+    sparse: bool | None = None,
 ):
     """Train on normal rows; early stopping on the validation loss restores the best weights.
+
+    ``sparse`` feeds ``tf.SparseTensor`` batches (first layer a gather of weight rows, loss from the stored places);
+    None chooses by width (``SPARSE_FROM_FEATURES``). Both give the same model up to float rounding.
 
     Deterministic for a given ``settings.seed`` (Keras seeds and TensorFlow's deterministic ops).
     Rows may carry weights (how often a distinct row occurred), so repeated rows are trained once per epoch.
@@ -133,18 +186,25 @@ def train_autoencoder(
 
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_autoencoder(train.n_features, settings)
+    if sparse is None:
+        sparse = train.n_features >= SPARSE_FROM_FEATURES
+    model = build_autoencoder(train.n_features, settings, sparse=sparse)
     callbacks = []
     if settings.patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True))
     history = model.fit(
-        _batches(train, settings.batch_size, settings.seed, shuffle=True, weights=train_weights),
-        validation_data=_batches(validation, 4096, settings.seed, shuffle=False, weights=validation_weights),
+        _batches(train, settings.batch_size, settings.seed, shuffle=True, weights=train_weights,
+                 max_rows=settings.epoch_rows or None, sparse=sparse),
+        validation_data=_batches(validation, 4096, settings.seed, shuffle=False, weights=validation_weights,
+                                 sparse=sparse),
         epochs=settings.epochs,
         callbacks=callbacks,
         verbose=verbose,
     )
-    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    # The bundle keeps a plain dense-input model: loadable without custom objects, and what the parity tests pin.
+    published = build_autoencoder(train.n_features, settings)
+    published.set_weights(model.get_weights())
+    return published, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
 def export_layers(model) -> list[DenseLayer]:

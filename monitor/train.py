@@ -99,10 +99,10 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
     )
     vocab_size = len(kept) + 2
     if vocab_size * max_length <= AUTO_POSITIONAL_PLACES:
-        encoding, bag = "positional", "multi_hot"
+        encoding, bag = "positional", "counts"
         reasons.append(
             f"encoding positional: {vocab_size:,} token places x {max_length} positions fit "
-            f"{AUTO_POSITIONAL_PLACES:,}, so order counts; plus a bag of all tokens, however far past max_length"
+            f"{AUTO_POSITIONAL_PLACES:,}, so order counts; plus counts of all tokens, however far past max_length"
         )
     else:
         encoding, bag = "multi_hot", "none"

@@ -19,7 +19,7 @@ def codes(n, seed=0):
 def test_short_codes_get_positional_tokens_shapes_and_a_length_place():
     lines = codes(5_000)
     vec, mod, reasons = auto_settings(lines)
-    assert vec.max_length == 4 and vec.encoding == "positional" and vec.bag == "multi_hot"
+    assert vec.max_length == 4 and vec.encoding == "positional" and vec.bag == "counts"
     assert vec.shapes and vec.length_signal and not vec.lower and vec.min_count == 2
     fitted = Vectorizer.fit(lines, vec)
     # Every token seen twice or more has a place; the vocabulary fills vocab_size exactly.

@@ -34,3 +34,27 @@ def test_numpy_scorer_matches_model_predict(vec, mod):
     ours = ReconstructionScorer(export_layers(model)).errors(encoded)
     np.testing.assert_allclose(ours, keras_errors, atol=1e-5, rtol=1e-4)
     assert np.ptp(ours) > 0
+
+
+def test_sparse_batches_train_the_same_model_as_dense_ones():
+    """The sparse path (first layer a gather, loss from the stored places) is the dense one up to float rounding."""
+    from monitor.model import sparse_mse, train_autoencoder
+
+    vectorizer = Vectorizer.fit(SEQUENCES, VectorizerSettings(encoding="positional", bag="counts", shapes=True,
+                                                              length_signal=True, lower=False))
+    encoded = vectorizer.encode(SEQUENCES)
+    settings = ModelSettings(hidden=(16,), bottleneck=4, epochs=3, patience=0, batch_size=32)
+    models = [train_autoencoder(encoded, encoded, settings, verbose=0, sparse=s)[0] for s in (True, False)]
+    for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # The loss itself: the expanded formula on sparse targets equals the plain mean squared error.
+    import tensorflow as tf
+
+    dense = encoded.to_dense()
+    y = models[0].predict(dense, verbose=0)
+    rows = np.arange(encoded.n_rows)
+    lengths = np.diff(encoded.indptr)
+    indices = np.stack([np.repeat(rows, lengths), encoded.indices.astype(np.int64)], axis=1)
+    x = tf.SparseTensor(indices, encoded.data, dense.shape)
+    np.testing.assert_allclose(sparse_mse(encoded.n_features)(x, tf.constant(y)).numpy(),
+                               ((dense - y) ** 2).mean(axis=1), rtol=1e-4, atol=1e-7)
