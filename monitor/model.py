@@ -158,8 +158,11 @@ def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weight
     return Batches()
 
 
-#: Input width from which training feeds sparse batches (see ``tests/bench/bench_train.py``): below it, dense batches
-#: are faster; above it, the sparse first layer and loss win and no dense batch matrix is built.
+#: How a model is trained (``tests/bench/bench_train.py`` measures both): ``dense`` batches with Keras' MSE, or
+#: ``sparse`` batches: the first layer a gather of weight rows, the loss computed from the stored places, so no dense
+#: input or target matrix is built (the output layer is still computed in full: it dominates the time of wide inputs).
+TRAINING_PATHS = ("dense", "sparse")
+#: Input width from which ``sparse`` replaces ``dense`` (below it, dense batches are faster).
 SPARSE_FROM_FEATURES = 20_000
 
 
@@ -170,12 +173,12 @@ def train_autoencoder(
     verbose: int = 1,
     train_weights: np.ndarray | None = None,
     validation_weights: np.ndarray | None = None,
-    sparse: bool | None = None,
+    path: str | None = None,
 ):
     """Train on normal rows; early stopping on the validation loss restores the best weights.
 
-    ``sparse`` feeds ``tf.SparseTensor`` batches (first layer a gather of weight rows, loss from the stored places);
-    None chooses by width (``SPARSE_FROM_FEATURES``). Both give the same model up to float rounding.
+    ``path`` is one of ``TRAINING_PATHS``; None chooses by width (``SPARSE_FROM_FEATURES``). Both give the same model
+    up to float rounding (``tests/unit/test_keras_parity.py``).
 
     Deterministic for a given ``settings.seed`` (Keras seeds and TensorFlow's deterministic ops).
     Rows may carry weights (how often a distinct row occurred), so repeated rows are trained once per epoch.
@@ -186,8 +189,11 @@ def train_autoencoder(
 
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
-    if sparse is None:
-        sparse = train.n_features >= SPARSE_FROM_FEATURES
+    if path is None:
+        path = "sparse" if train.n_features >= SPARSE_FROM_FEATURES else "dense"
+    if path not in TRAINING_PATHS:
+        raise ConfigError(f"training path must be one of {', '.join(TRAINING_PATHS)}, got {path!r}")
+    sparse = path == "sparse"
     model = build_autoencoder(train.n_features, settings, sparse=sparse)
     callbacks = []
     if settings.patience:

@@ -55,6 +55,10 @@ AUTO_POSITIONAL_PLACES = 60_000
 #: training as they will be live, so the model learns where one-off values (ids, counters) are normal.
 AUTO_MIN_COUNT = 2
 AUTO_MAX_SHAPES = 254
+#: Past this many distinct training rows, an epoch trains on a fresh random sample of this many: training time then
+#: stops growing with the data (tests/bench/bench_train.py: the output layer costs ~3 ms per row and epoch at 27,000
+#: input places on 2 busy cores).
+AUTO_EPOCH_ROWS = 50_000
 
 
 def auto_tokenizer() -> VectorizerSettings:
@@ -119,8 +123,17 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
         base, vocab_size=vocab_size, max_length=max_length, encoding=encoding, min_count=AUTO_MIN_COUNT, bag=bag,
         shapes=True, shape_vocab_size=len(shapes) + 2, length_signal=True,
     )
-    mod = ModelSettings(hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=128, epochs=100, patience=6)
+    distinct_rows = len(set(sequences))
+    epoch_rows = AUTO_EPOCH_ROWS if distinct_rows > AUTO_EPOCH_ROWS else 0
+    mod = ModelSettings(
+        hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=128, epochs=100, patience=6, epoch_rows=epoch_rows
+    )
     reasons.append(f"input: {vec.describe()}")
+    if epoch_rows:
+        reasons.append(
+            f"epochs of {epoch_rows:,} rows sampled afresh from the {distinct_rows:,} distinct ones, so training time "
+            "does not grow with the data"
+        )
     return vec, mod, reasons
 
 

@@ -1,4 +1,4 @@
-"""Training time and peak memory for a small and a large vocabulary, sparse batches beside dense ones.
+"""Training time and peak memory for a small and a large vocabulary, for each training path (sparse, dense).
 
 Not a pytest test (no test_ prefix). Each configuration trains in its own subprocess, so the peak RSS printed is that
 training's alone:
@@ -54,7 +54,7 @@ def one(config: str, mode: str, lines: int, epochs: int) -> dict:
     train_enc = vectorizer.encode(fit_rows)
     held_enc = vectorizer.encode(sorted({sequences[i] for i in held_idx}))
     encoded = time.perf_counter()
-    _, history = train_autoencoder(train_enc, held_enc, mod, verbose=0, sparse=(mode == "sparse"))
+    _, history = train_autoencoder(train_enc, held_enc, mod, verbose=0, path=mode)
     trained = time.perf_counter()
     return {
         "config": config, "mode": mode, "lines": lines, "distinct_rows": len(fit_rows),
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000, help="training lines per configuration")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training (early stopping off)")
     parser.add_argument("--only", choices=("small", "large"), help="one configuration")
-    parser.add_argument("--modes", default="sparse,dense", help="sparse, dense or both (comma-separated)")
+    parser.add_argument("--modes", default="sparse,dense", help="training paths, comma-separated")
     parser.add_argument("--one", nargs=2, metavar=("CONFIG", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

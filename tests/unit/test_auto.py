@@ -65,3 +65,13 @@ def test_settings_for_applies_overrides_and_says_so():
         preset("auto")
     with pytest.raises(InputError, match="no tokens"):
         auto_settings(["", "   "])
+
+
+def test_many_distinct_rows_get_sampled_epochs():
+    from monitor.train import AUTO_EPOCH_ROWS
+
+    lines = [f"job {i} done in {i % 50} ms" for i in range(AUTO_EPOCH_ROWS + 10)]
+    _, mod, reasons = auto_settings(lines)
+    assert mod.epoch_rows == AUTO_EPOCH_ROWS and any("sampled afresh" in r for r in reasons)
+    _, mod, _ = auto_settings(lines[:1000])
+    assert mod.epoch_rows == 0

@@ -36,17 +36,20 @@ def test_numpy_scorer_matches_model_predict(vec, mod):
     assert np.ptp(ours) > 0
 
 
-def test_sparse_batches_train_the_same_model_as_dense_ones():
-    """The sparse path (first layer a gather, loss from the stored places) is the dense one up to float rounding."""
+def test_every_training_path_trains_the_same_model():
+    """The sparse path (first layer a gather, loss from the stored places) trains the dense path's model up to float
+    rounding."""
     from monitor.model import sparse_mse, train_autoencoder
 
     vectorizer = Vectorizer.fit(SEQUENCES, VectorizerSettings(encoding="positional", bag="counts", shapes=True,
                                                               length_signal=True, lower=False))
     encoded = vectorizer.encode(SEQUENCES)
     settings = ModelSettings(hidden=(16,), bottleneck=4, epochs=3, patience=0, batch_size=32)
-    models = [train_autoencoder(encoded, encoded, settings, verbose=0, sparse=s)[0] for s in (True, False)]
-    for a, b in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+    models = [train_autoencoder(encoded, encoded, settings, verbose=0, path=p)[0] for p in ("sparse", "dense")]
+    for other in models[1:]:
+        for a, b in zip(models[0].get_weights(), other.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    assert any(np.abs(w).max() > 0 for w in models[0].get_weights()[1::2])  # trained: biases moved from 0
     # The loss itself: the expanded formula on sparse targets equals the plain mean squared error.
     import tensorflow as tf
 
