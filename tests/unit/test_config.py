@@ -96,7 +96,7 @@ def test_example_file_documents_every_key_with_a_comment():
 
 def test_to_dict_has_the_file_shape():
     data = Settings().to_dict()
-    assert list(data) == ["kafka", "records", "batch", "window", "model", "state", "metrics", "log"]
+    assert list(data) == ["kafka", "records", "batch", "window", "deviation", "model", "state", "metrics", "log"]
     assert data["kafka"]["topics"] == ["sequences"]
     assert data["window"] == {
         "size_seconds": 3600,

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from monitor.baseline import Baseline
+from monitor.deviation import DeviationSettings
 from monitor.export import ERROR_BUCKETS, METRICS_DOC, Metrics, metrics_table, serve
 from monitor.window import ClosedWindow, WindowAggregate
 
@@ -208,7 +210,10 @@ def test_reloads_checkpoints_and_lag(registry, metrics):
 def test_every_exposed_metric_is_documented(registry):
     metrics = Metrics(registry)  # with process metrics: they must be the only undocumented families
     metrics.record_batch(T, 1, np.array([0.1]), 0, 0, {"decode": 1}, 0.01)
-    metrics.record_closed_window(ClosedWindow(T, START_MS, START_MS + H, aggregate([0.1]), None), 1.0)
+    window = ClosedWindow(T, START_MS, START_MS + H, aggregate([0.1]), None)
+    Baseline().assess(window)
+    metrics.record_closed_window(window, 1.0)
+    metrics.set_deviation_thresholds(DeviationSettings())
     metrics.set_lag(T, 0, 1)
     metrics.set_bundle("h", "c", "p", loaded_at_s=1.0)
     metrics.record_checkpoint(1.0)
