@@ -15,8 +15,9 @@ Errors of two bundles are not on one scale, so the baseline belongs to one bundl
 empties it, and a checkpoint written under another bundle is not restored.  Until a topic's baseline holds
 ``baseline_min_windows`` windows only the previous window is compared with.
 
-The **decision** of a window is the most severe of the decisions of its comparisons (:func:`monitor.deviation.decide`);
-its headline ``shift`` and ``surprise`` are those of the comparison that decided (the larger shift on a tie).
+The **decision** of a window is the most severe over its two comparisons and, in each, its two statistics (the KS
+shift and the tail excess, :mod:`monitor.deviation`); its headline ``shift`` and ``surprise`` are those of the
+statistic that decided (the larger shift among equally severe ones).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import math
 from collections import deque
 from typing import Any
 
-from monitor.deviation import SEVERITY, DeviationSettings, decide, shift, surprise
+from monitor.deviation import DECISIONS, SEVERITY, DeviationSettings, compare_sketches, decide
 from monitor.errors import StateError
 from monitor.window import ClosedWindow, WindowAggregate
 
@@ -64,15 +65,19 @@ class Baseline:
     def assess(self, window: ClosedWindow) -> dict[str, Any]:
         """Compare ``window`` with its baseline, decide, set ``window.assessment`` and learn from the window.
 
-        Returns the window's complete figures (``window.figures()``), which then hold:
+        Returns the window's complete figures (``window.figures()``), which then hold, besides the comparison with
+        the previous window (:func:`monitor.window.compare`):
 
-        - ``shift_vs_baseline`` (0-100), ``surprise_vs_baseline`` (-log10 p): as for the previous window, against
-          the baseline; NaN when there is no baseline yet or the window is empty.
+        - ``ks_shift_vs_baseline``, ``ks_surprise_vs_baseline``, ``tail_shift_vs_baseline``,
+          ``tail_surprise_vs_baseline``: the same statistics against the baseline; NaN when there is no baseline yet
+          or the window is empty.
         - ``baseline_windows``: windows in the baseline used (0: none yet).
-        - ``decision_vs_previous``, ``decision_vs_baseline``: ``"page"``, ``"ticket"`` or ``"ok"``.
-        - ``decision`` (the most severe of the two), ``severity`` (0 ok, 1 ticket, 2 page), ``deviating``
-          (decision is ``"page"``), ``compared_with`` (``"baseline"``, ``"previous"`` or ``""``: which
-          comparison decided), ``shift`` and ``surprise`` (that comparison's figures; NaN if there was none).
+        - ``decision_vs_previous``, ``decision_vs_baseline``: ``"page"``, ``"ticket"`` or ``"ok"``, the more severe
+          of the comparison's two statistics (:func:`monitor.deviation.decide`).
+        - ``decision`` (the most severe of the two comparisons), ``severity`` (0 ok, 1 ticket, 2 page),
+          ``deviating`` (decision is ``"page"``), and the headline: ``shift`` and ``surprise`` of the statistic that
+          decided (the larger shift among equally severe ones), ``compared_with`` (``"previous"``, ``"baseline"``,
+          ``""`` when nothing was compared) and ``statistic`` (``"ks"``, ``"tail"`` or ``""``).
 
         A window whose decision is ``"ok"`` and that has records joins the baseline of its topic afterwards.
         """
@@ -81,37 +86,41 @@ class Baseline:
         current = window.aggregate
         reference = self.reference(window.topic)
         if reference is not None and current.weight > 0.0:
-            moved = shift(current.sketch, reference.sketch)
-            sure = surprise(moved, current.effective_records(), reference.effective_records())
+            against_baseline = compare_sketches(
+                current.sketch, current.effective_records(), reference.sketch, reference.effective_records()
+            )
         else:
-            moved = sure = math.nan
-        comparisons = {
-            "previous": (figures["shift_vs_previous"], figures["surprise_vs_previous"]),
-            "baseline": (moved, sure),
-        }
-        decisions = {name: decide(s, p, settings) for name, (s, p) in comparisons.items()}
-        ranked = [
-            (SEVERITY[decisions[name]], s, name) for name, (s, p) in comparisons.items() if not math.isnan(s)
-        ]
-        if ranked:
-            level, _, chosen = max(ranked)
-            headline_shift, headline_surprise = comparisons[chosen]
+            against_baseline = dict.fromkeys(("ks_shift", "ks_surprise", "tail_shift", "tail_surprise"), math.nan)
+        assessment: dict[str, Any] = {f"{k}_vs_baseline": v for k, v in against_baseline.items()}
+        assessment["baseline_windows"] = 0 if reference is None else self.windows(window.topic)
+        candidates = []  # (severity, shift, comparison, statistic, surprise)
+        for comparison in ("previous", "baseline"):
+            source = figures if comparison == "previous" else assessment
+            level = 0
+            for statistic in ("ks", "tail"):
+                size = source[f"{statistic}_shift_vs_{comparison}"]
+                sure = source[f"{statistic}_surprise_vs_{comparison}"]
+                if math.isnan(size):
+                    continue
+                rank = SEVERITY[decide(size, sure, settings)]
+                level = max(level, rank)
+                candidates.append((rank, size, comparison, statistic, sure))
+            assessment[f"decision_vs_{comparison}"] = DECISIONS[level]
+        if candidates:
+            level, headline_shift, chosen, statistic, headline_surprise = max(candidates)
         else:
-            level, chosen, headline_shift, headline_surprise = 0, "", math.nan, math.nan
-        decision = next(name for name, value in SEVERITY.items() if value == level)
-        window.assessment = {
-            "shift_vs_baseline": moved,
-            "surprise_vs_baseline": sure,
-            "baseline_windows": 0 if reference is None else self.windows(window.topic),
-            "decision_vs_previous": decisions["previous"],
-            "decision_vs_baseline": decisions["baseline"],
+            level, headline_shift, chosen, statistic, headline_surprise = 0, math.nan, "", "", math.nan
+        decision = DECISIONS[level]
+        assessment.update({
             "shift": headline_shift,
             "surprise": headline_surprise,
             "compared_with": chosen,
+            "statistic": statistic,
             "decision": decision,
             "severity": level,
             "deviating": decision == "page",
-        }
+        })
+        window.assessment = assessment
         if decision == "ok" and current.count > 0 and settings.baseline_windows > 0:
             kept = self._windows.setdefault(window.topic, deque())
             kept.append((window.start_ms, current))

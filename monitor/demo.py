@@ -13,6 +13,39 @@ from pathlib import Path
 from monitor.errors import ConfigError
 
 
+def replay_daemon(
+    bundle_path,
+    stream,
+    window_size_s: int = 3600,
+    lateness_s: int = 300,
+    topic: str = "replay",
+    metrics_port: int | None = None,
+    settings_overrides: tuple[str, ...] = (),
+):
+    """Run the daemon (:class:`monitor.run.Daemon`) over a timestamped CSV to its end; it holds the closed windows,
+    assessed, in ``closed_windows``, and its registry.  State goes to a temporary directory: a replay is one-shot."""
+    import tempfile  # noqa: PLC0415
+
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from monitor.config import load_settings  # noqa: PLC0415
+    from monitor.run import Daemon  # noqa: PLC0415
+    from monitor.source import FileSource  # noqa: PLC0415
+
+    source = FileSource(stream, topic=topic)
+    with tempfile.TemporaryDirectory(prefix="seqmon-replay-") as state:
+        settings = load_settings(None, env={}, overrides=[
+            f"model.bundle={bundle_path}", f"state.directory={state}", f"window.size_seconds={window_size_s}",
+            f"window.allowed_lateness_seconds={lateness_s}", "window.idle_close_interval_seconds=0",
+            "window.max_future_seconds=3153600000", "model.watch_interval_seconds=0", "state.checkpoint_interval_seconds=3600",
+            f"metrics.port={metrics_port or 9108}", f"kafka.topics={topic}", *settings_overrides,
+        ])
+        daemon = Daemon(settings, registry=CollectorRegistry())
+        daemon.start(source=source, serve_metrics=metrics_port is not None)
+        daemon.run()
+    return daemon
+
+
 def _replay(
     bundle_path,
     stream,
@@ -27,26 +60,13 @@ def _replay(
     """Replay a timestamped CSV through the daemon itself, with a file as its source, and print each closed window
     (a table, or one JSON object per line with ``output="jsonl"``); write the HTML report if ``report`` is a path."""
     import json  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
 
-    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+    from prometheus_client import generate_latest  # noqa: PLC0415
 
-    from monitor.config import load_settings  # noqa: PLC0415
     from monitor.pipeline import REPORT_HEADER, format_window, window_record  # noqa: PLC0415
-    from monitor.run import Daemon  # noqa: PLC0415
-    from monitor.source import FileSource  # noqa: PLC0415
 
-    source = FileSource(stream, topic=topic)
-    with tempfile.TemporaryDirectory(prefix="seqmon-replay-") as state:  # a replay is one-shot: nothing to resume
-        settings = load_settings(None, env={}, overrides=[
-            f"model.bundle={bundle_path}", f"state.directory={state}", f"window.size_seconds={window_size_s}",
-            f"window.allowed_lateness_seconds={lateness_s}", "window.idle_close_interval_seconds=0",
-            "window.max_future_seconds=3153600000", "model.watch_interval_seconds=0", "state.checkpoint_interval_seconds=3600",
-            f"metrics.port={metrics_port or 9108}", f"kafka.topics={topic}", *settings_overrides,
-        ])
-        daemon = Daemon(settings, registry=CollectorRegistry())
-        daemon.start(source=source, serve_metrics=metrics_port is not None)
-        daemon.run()
+    daemon = replay_daemon(bundle_path, stream, window_size_s, lateness_s, topic, metrics_port, settings_overrides)
+    settings = daemon.settings
     if output == "jsonl":
         for window in daemon.closed_windows:
             print(json.dumps(window_record(window), allow_nan=False))

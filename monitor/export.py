@@ -163,8 +163,8 @@ METRICS_DOC: tuple[MetricDoc, ...] = (
         "seqmon_window_shift",
         "gauge",
         _T,
-        "Headline: lower bound on the percentage (0-100) of the last closed window's weight that moved to higher "
-        "errors, from the comparison that decided (one-sided weighted Kolmogorov-Smirnov distance); NaN if none.",
+        "Headline: percentage (0-100) of the last closed window's weight that moved to higher errors, from the "
+        "comparison and statistic that decided (KS shift or tail excess); NaN if nothing was compared.",
     ),
     MetricDoc(
         "seqmon_window_surprise",
@@ -181,15 +181,16 @@ METRICS_DOC: tuple[MetricDoc, ...] = (
     MetricDoc(
         "seqmon_window_comparison_shift",
         "gauge",
-        ("topic", "comparison"),
+        ("topic", "comparison", "statistic"),
         "Shift (0-100) of the last closed window against the previous window or the baseline of recent normal "
-        "windows; NaN if that comparison was not possible.",
+        "windows, by statistic (ks, tail); NaN if that comparison was not possible.",
     ),
     MetricDoc(
         "seqmon_window_comparison_surprise",
         "gauge",
-        ("topic", "comparison"),
-        "Surprise (-log10 p) of the shift against the previous window or the baseline; NaN if not possible.",
+        ("topic", "comparison", "statistic"),
+        "Surprise (-log10 p) of the shift against the previous window or the baseline, by statistic (ks, tail); "
+        "NaN if not possible.",
     ),
     MetricDoc(
         "seqmon_window_comparison_severity",
@@ -487,8 +488,11 @@ class Metrics:
             self.window_severity.labels(topic).set(f["severity"])
             self.window_baseline_windows.labels(topic).set(f["baseline_windows"])
             for comparison in ("previous", "baseline"):
-                self.window_comparison_shift.labels(topic, comparison).set(f[f"shift_vs_{comparison}"])
-                self.window_comparison_surprise.labels(topic, comparison).set(f[f"surprise_vs_{comparison}"])
+                for statistic in ("ks", "tail"):
+                    key = f"{statistic}_shift_vs_{comparison}"
+                    self.window_comparison_shift.labels(topic, comparison, statistic).set(f[key])
+                    key = f"{statistic}_surprise_vs_{comparison}"
+                    self.window_comparison_surprise.labels(topic, comparison, statistic).set(f[key])
                 self.window_comparison_severity.labels(topic, comparison).set(
                     SEVERITY[f[f"decision_vs_{comparison}"]]
                 )

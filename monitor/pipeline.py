@@ -125,15 +125,14 @@ def format_window(window: ClosedWindow) -> str:
     return (
         f"{start}Z  {window.topic:<10} {f['count']:>8,} {f['mean_error']:>11.3g} {f['p99']:>10.3g} "
         f"{100 * f['anomaly_rate']:>8.2f}% {f['mean_error_percentile_in_previous']:>8.1f} {f['abnormality']:>6.1f} "
-        f"{f['shift_vs_previous']:>6.1f} {f.get('shift_vs_baseline', nan):>6.1f} {f.get('surprise', nan):>8.1f}  "
-        f"{f.get('decision', '')}"
+        f"{f.get('shift', nan):>6.1f} {f.get('surprise', nan):>8.1f} {f.get('compared_with', ''):>8} "
+        f"{f.get('statistic', ''):>4}  {f.get('decision', '')}"
     )
 
 
 REPORT_HEADER = (
     f"{'window start (UTC)':<18} {'topic':<10} {'records':>8} {'mean error':>11} {'p99':>10} {'anomalies':>9} "
-    f"{'orig pct':>8} {'abnorm':>6} {'shift':>6} {'shift':>6} {'surprise':>8}  decision\n"
-    f"{'':<18} {'':<10} {'':>8} {'':>11} {'':>10} {'':>9} {'':>8} {'':>6} {'/prev':>6} {'/base':>6} {'':>8}"
+    f"{'orig pct':>8} {'abnorm':>6} {'shift':>6} {'surprise':>8} {'against':>8} {'stat':>4}  decision"
 )
 
 

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from monitor.deviation import effective_size, shift, surprise
+from monitor.deviation import compare_sketches, effective_size
 from monitor.errors import ConfigError, StateError
 from monitor.sketch import ErrorSketch, _as_weights, prob_greater
 
@@ -244,29 +244,33 @@ def compare(current: WindowAggregate, previous: WindowAggregate | None) -> dict[
         "like before", 100 "every error larger".  ``mean_error_ratio``: current
         weighted mean error / previous one.  ``mean_error_percentile_in_previous``:
         weighted share (0-100) of the previous window's errors at or below the
-        current weighted mean error.  ``shift_vs_previous`` (0-100) and
-        ``surprise_vs_previous`` (-log10 p): see :mod:`monitor.deviation`.  Each is
-        NaN when there is no previous window or either window is empty; the ratio
-        is also NaN when the previous mean is 0.
+        current weighted mean error.  ``ks_shift_vs_previous``, ``ks_surprise_vs_previous``,
+        ``tail_shift_vs_previous``, ``tail_surprise_vs_previous``: the statistics of
+        :func:`monitor.deviation.compare_sketches` (shifts 0-100, surprises -log10 p).
+        Each is NaN when there is no previous window or either window is empty; the
+        ratio is also NaN when the previous mean is 0.
     """
     nan = {
         "abnormality": math.nan,
         "mean_error_ratio": math.nan,
         "mean_error_percentile_in_previous": math.nan,
-        "shift_vs_previous": math.nan,
-        "surprise_vs_previous": math.nan,
+        "ks_shift_vs_previous": math.nan,
+        "ks_surprise_vs_previous": math.nan,
+        "tail_shift_vs_previous": math.nan,
+        "tail_surprise_vs_previous": math.nan,
     }
     if previous is None or current.weight <= 0.0 or previous.weight <= 0.0:
         return nan
     current_mean = current.mean_error()
     previous_mean = previous.mean_error()
-    moved = shift(current.sketch, previous.sketch)
+    statistics = compare_sketches(
+        current.sketch, current.effective_records(), previous.sketch, previous.effective_records()
+    )
     return {
         "abnormality": 100.0 * prob_greater(current.sketch, previous.sketch),
         "mean_error_ratio": current_mean / previous_mean if previous_mean > 0.0 else math.nan,
         "mean_error_percentile_in_previous": 100.0 * previous.sketch.rank(current_mean),
-        "shift_vs_previous": moved,
-        "surprise_vs_previous": surprise(moved, current.effective_records(), previous.effective_records()),
+        **{f"{name}_vs_previous": value for name, value in statistics.items()},
     }
 
 

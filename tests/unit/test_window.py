@@ -200,8 +200,10 @@ def test_compare_nan_cases():
             "abnormality",
             "mean_error_ratio",
             "mean_error_percentile_in_previous",
-            "shift_vs_previous",
-            "surprise_vs_previous",
+            "ks_shift_vs_previous",
+            "ks_surprise_vs_previous",
+            "tail_shift_vs_previous",
+            "tail_surprise_vs_previous",
         }
         assert all(math.isnan(v) for v in got.values())
     # Previous mean 0: ratio undefined, the distribution comparison still works.
