@@ -77,7 +77,7 @@ def _replay(
     if report is not None:
         from monitor.report import write_report  # noqa: PLC0415
 
-        write_report(report, daemon.closed_windows, daemon.pipeline.bundle, settings.deviation.deviation_settings())
+        write_report(report, daemon.closed_windows, daemon.pipeline.bundle, settings.deviation.deviation_settings(), stream)
         print(f"report written to {report}", file=sys.stderr)
     reg = daemon.registry
     consumed = reg.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) or 0

@@ -173,7 +173,7 @@ def evaluate(config: Config, bundle: Path, out: Path, overrides: tuple[str, ...]
         from monitor.report import write_report  # noqa: PLC0415
 
         write_report(out / f"{config.name}.html", daemon.closed_windows, daemon.pipeline.bundle,
-                     daemon.settings.deviation.deviation_settings())
+                     daemon.settings.deviation.deviation_settings(), path)
     figures = {(w.start_ms - START_MS) // HOUR_MS: w.figures() for w in daemon.closed_windows}
     rows = []
     for hour in plan(config):
