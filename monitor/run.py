@@ -332,7 +332,8 @@ class Daemon:
             self.metrics.record_reload(False)
             return False
         self.pipeline.bundle = bundle
-        self.baseline.reset(bundle.content_hash)
+        if bundle.content_hash != self.baseline.bundle:  # errors of two bundles are not on one scale
+            self.baseline.reset(bundle.content_hash)
         self.metrics.record_reload(True)
         self.metrics.set_bundle(bundle.content_hash, str(bundle.metadata.get("created_at", "")), str(self.bundle_path))
         log.info("bundle reloaded: %s", bundle.content_hash)
