@@ -230,3 +230,16 @@ def test_weights_lower_the_effective_size():
     legacy = agg.to_dict()
     del legacy["weight_squared"]
     assert WindowAggregate.from_dict(legacy).effective_records() == 3.0
+
+
+def test_windower_keeps_the_sum_of_squared_weights():
+    from monitor.window import Windower
+
+    windower = Windower()
+    stamps = [0, 1000, 2000, H + 5 * 60_000 + 1]
+    closed, _ = windower.add(
+        np.array(["t"] * 4, dtype=object), np.array(stamps), np.ones(4), np.array([1.0, 1.0, 2.0, 1.0]),
+        np.full(4, 50.0), np.zeros(4, bool),
+    )
+    assert closed[0].aggregate.weight_squared == 6.0
+    assert closed[0].figures()["effective_records"] == pytest.approx(16 / 6)
