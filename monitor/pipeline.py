@@ -6,10 +6,12 @@ the batch comes from differs.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +141,6 @@ REPORT_HEADER = (
 def window_record(window: ClosedWindow) -> dict:
     """One closed window as a JSON-safe object: ``window_start`` / ``window_end`` (ISO 8601 UTC), ``topic``,
     ``records``, ``deviating`` (the page decision) and every figure of the window; NaN figures become ``None``."""
-    import math  # noqa: PLC0415
-    from datetime import UTC, datetime  # noqa: PLC0415
-
     f = window.figures()
 
     def iso(ms: int) -> str:

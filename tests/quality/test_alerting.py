@@ -27,6 +27,7 @@ def test_alerting_targets(config, bundle, workdir):
     incidents = rows[rows.label == "incident"]
     assert len(incidents) == 23  # 4 rates x 5 kinds, and the three hours of the long incident
     assert check_targets(rows) == []
-    # The checks can fail: the same stream judged with a page threshold above every incident's shift misses them.
-    strict = evaluate(config, bundle, workdir, overrides=("deviation.page_shift=90", "deviation.ticket_shift=90"))
-    assert check_targets(strict)
+    if config.records_per_hour <= 20_000:  # (once or twice is enough to show it, and replays cost time)
+        # The checks can fail: the same stream judged with thresholds above every incident's shift misses them.
+        strict = evaluate(config, bundle, workdir, overrides=("deviation.page_shift=90", "deviation.ticket_shift=90"))
+        assert check_targets(strict)
