@@ -328,8 +328,8 @@ def test_rules_and_dashboards_evaluate_and_the_deviation_alert_fires(
         assert abnormality[deviating] < 75, abnormality  # the old rule would not have paged
         severity = prom.by_topic('seqmon_window_severity{job="seqmon"}')
         assert severity == {deviating: 2.0, normal: 0.0}, severity
-        shift = prom.by_topic('seqmon_window_shift{job="seqmon"}')
-        assert shift[deviating] > 2.5 > shift[normal], shift
+        # (A normal window's shift can exceed 2.5 by chance at 600 records; its surprise then stays low: not decided.)
+        assert prom.by_topic('seqmon_window_shift{job="seqmon"}')[deviating] > 2.5
 
         # Every rule of the rule files, as Prometheus loaded them: evaluated without error by the rule manager, and
         # its expression again through the query API.
