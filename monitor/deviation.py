@@ -2,7 +2,7 @@
 
 Pure functions over :class:`~monitor.sketch.ErrorSketch` es and record-weight sums; no state, clock or I/O.
 
-The figure that decides is the **shift**: the one-sided, weighted two-sample Kolmogorov-Smirnov distance
+The first of two statistics of a **shift** is the one-sided, weighted two-sample Kolmogorov-Smirnov distance
 
     D+ = max over t of (F_ref(t) - F_this(t))
 
@@ -11,8 +11,8 @@ windows) and of this window, reported 0-100.  If a share s of this window's weig
 rest keeps the reference distribution, then D+ <= s, with near-equality when the moved records land above most of the
 reference errors (which anomalies do): the shift is a lower bound on the percentage of the window that moved to
 higher errors.  A window with fewer high errors than its reference has D+ ~ 0, so the hour after an incident reads as
-unchanged, not as a change.  The earlier ``abnormality`` (``100 * P(e_this > e_prev)``) is ``50 + s/2`` for the same
-window: a page needed more than half of the records to break.
+unchanged, not as a change.  The earlier ``abnormality`` (``100 * P(e_this > e_prev)``) is at most about
+``50 + 50 s`` for the same window: a page above 75 needed more than half of the records to break.
 
 Its **surprise** is ``-log10 p`` for the one-sided asymptotic bound ``p = exp(-2 m D+^2)``,
 ``m = n_this n_ref / (n_this + n_ref)``, where each ``n`` is Kish's effective sample size ``(Σw)^2 / Σw^2`` (the
