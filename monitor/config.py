@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.decode import DEFAULT_MAX_BYTES, JsonFields
+from monitor.deviation import DeviationSettings
 from monitor.errors import ConfigError
 from monitor.window import WindowSettings
 
@@ -32,6 +33,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
 
 __all__ = [
     "BatchSettings",
+    "DeviationSection",
     "ENV_PREFIX",
     "KafkaSettings",
     "LogSettings",
@@ -580,6 +582,41 @@ class LogSettings(_Section):
         self._int("invalid_log_interval_seconds", 0)
 
 
+@dataclass(frozen=True)
+class DeviationSection(_Section):
+    """``[deviation]``: when a closed window pages or tickets, and the baseline it is compared with.
+
+    See :class:`monitor.deviation.DeviationSettings` for the meaning of each key; the defaults are measured in
+    ``tests/quality/test_alerting.py``.
+    """
+
+    SECTION: ClassVar[str] = "deviation"
+
+    page_shift: float = DeviationSettings.page_shift
+    page_surprise: float = DeviationSettings.page_surprise
+    ticket_shift: float = DeviationSettings.ticket_shift
+    ticket_surprise: float = DeviationSettings.ticket_surprise
+    baseline_windows: int = DeviationSettings.baseline_windows
+    baseline_min_windows: int = DeviationSettings.baseline_min_windows
+
+    def __post_init__(self) -> None:
+        for name in ("page_shift", "page_surprise", "ticket_shift", "ticket_surprise"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+                raise _error(f"{self._key(name)} must be a number >= 0, got {value!r}", self._key(name))
+            object.__setattr__(self, name, float(value))
+        self._int("baseline_windows", 0)
+        self._int("baseline_min_windows", 1)
+        try:
+            self.deviation_settings()
+        except ConfigError as exc:
+            raise _error(f"deviation: {exc}", *(self._key(n) for n in ("page_shift", "ticket_shift"))) from None
+
+    def deviation_settings(self) -> DeviationSettings:
+        """:class:`monitor.deviation.DeviationSettings` of these keys."""
+        return DeviationSettings(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
 #: Section name -> settings class, in file order.
 SECTIONS: dict[str, type[_Section]] = {
     cls.SECTION: cls
@@ -588,6 +625,7 @@ SECTIONS: dict[str, type[_Section]] = {
         RecordSettings,
         BatchSettings,
         WindowingSettings,
+        DeviationSection,
         ModelSettings,
         StateSettings,
         MetricsSettings,
@@ -604,6 +642,7 @@ class Settings:
     records: RecordSettings = field(default_factory=RecordSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     window: WindowingSettings = field(default_factory=WindowingSettings)
+    deviation: DeviationSection = field(default_factory=DeviationSection)
     model: ModelSettings = field(default_factory=ModelSettings)
     state: StateSettings = field(default_factory=StateSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -642,6 +681,11 @@ def _from_string(section: str, key: str, text: str) -> Any:
     if kind is int:
         try:
             return int(text.strip())
+        except ValueError:
+            return text
+    if kind is float:
+        try:
+            return float(text.strip())
         except ValueError:
             return text
     return text

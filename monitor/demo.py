@@ -13,31 +13,72 @@ from pathlib import Path
 from monitor.errors import ConfigError
 
 
-def _replay(bundle_path, stream, window_size_s: int, lateness_s: int, topic: str, metrics_port: int | None = None) -> list:
-    """Replay a timestamped CSV through the daemon itself, with a file as its source, and print each closed window."""
+def replay_daemon(
+    bundle_path,
+    stream,
+    window_size_s: int = 3600,
+    lateness_s: int = 300,
+    topic: str = "replay",
+    metrics_port: int | None = None,
+    settings_overrides: tuple[str, ...] = (),
+):
+    """Run the daemon (:class:`monitor.run.Daemon`) over a timestamped CSV to its end; it holds the closed windows,
+    assessed, in ``closed_windows``, and its registry.  State goes to a temporary directory: a replay is one-shot."""
     import tempfile  # noqa: PLC0415
 
-    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from monitor.config import load_settings  # noqa: PLC0415
-    from monitor.pipeline import REPORT_HEADER, format_window  # noqa: PLC0415
     from monitor.run import Daemon  # noqa: PLC0415
     from monitor.source import FileSource  # noqa: PLC0415
 
     source = FileSource(stream, topic=topic)
-    with tempfile.TemporaryDirectory(prefix="seqmon-replay-") as state:  # a replay is one-shot: nothing to resume
+    with tempfile.TemporaryDirectory(prefix="seqmon-replay-") as state:
         settings = load_settings(None, env={}, overrides=[
             f"model.bundle={bundle_path}", f"state.directory={state}", f"window.size_seconds={window_size_s}",
             f"window.allowed_lateness_seconds={lateness_s}", "window.idle_close_interval_seconds=0",
             "window.max_future_seconds=3153600000", "model.watch_interval_seconds=0", "state.checkpoint_interval_seconds=3600",
-            f"metrics.port={metrics_port or 9108}", f"kafka.topics={topic}",
+            f"metrics.port={metrics_port or 9108}", f"kafka.topics={topic}", *settings_overrides,
         ])
         daemon = Daemon(settings, registry=CollectorRegistry())
         daemon.start(source=source, serve_metrics=metrics_port is not None)
         daemon.run()
-    print(REPORT_HEADER)
-    for window in daemon.closed_windows:
-        print(format_window(window))
+    return daemon
+
+
+def _replay(
+    bundle_path,
+    stream,
+    window_size_s: int,
+    lateness_s: int,
+    topic: str,
+    metrics_port: int | None = None,
+    output: str = "table",
+    report: str | None = None,
+    settings_overrides: tuple[str, ...] = (),
+) -> list:
+    """Replay a timestamped CSV through the daemon itself, with a file as its source, and print each closed window
+    (a table, or one JSON object per line with ``output="jsonl"``); write the HTML report if ``report`` is a path."""
+    import json  # noqa: PLC0415
+
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    from monitor.pipeline import REPORT_HEADER, format_window, window_record  # noqa: PLC0415
+
+    daemon = replay_daemon(bundle_path, stream, window_size_s, lateness_s, topic, metrics_port, settings_overrides)
+    settings = daemon.settings
+    if output == "jsonl":
+        for window in daemon.closed_windows:
+            print(json.dumps(window_record(window), allow_nan=False))
+    else:
+        print(REPORT_HEADER)
+        for window in daemon.closed_windows:
+            print(format_window(window))
+    if report is not None:
+        from monitor.report import write_report  # noqa: PLC0415
+
+        write_report(report, daemon.closed_windows, daemon.pipeline.bundle, settings.deviation.deviation_settings(), stream)
+        print(f"report written to {report}", file=sys.stderr)
     reg = daemon.registry
     consumed = reg.get_sample_value("seqmon_records_consumed_total", {"topic": topic}) or 0
     late = reg.get_sample_value("seqmon_records_late_total", {"topic": topic}) or 0
@@ -45,13 +86,16 @@ def _replay(bundle_path, stream, window_size_s: int, lateness_s: int, topic: str
         s.value for m in reg.collect() if m.name == "seqmon_records_invalid" for s in m.samples if s.name.endswith("_total")
     )
     print(f"{consumed:,.0f} records replayed: {invalid:,.0f} invalid, {late:,.0f} late, {len(daemon.closed_windows)} windows closed", file=sys.stderr)
-    exported = [line for line in generate_latest(reg).decode().splitlines() if line.startswith(("seqmon_window_abnormality", "seqmon_window_mean_error{"))]
+    exported = [line for line in generate_latest(reg).decode().splitlines() if line.startswith(("seqmon_window_shift", "seqmon_window_severity", "seqmon_window_mean_error{"))]
     print("\nwhat Prometheus scrapes for the last window (seqmon run serves the same registry):\n  " + "\n  ".join(exported), file=sys.stderr)
     return daemon.closed_windows
 
 
 def cmd_replay(args) -> int:
-    _replay(args.bundle, args.input, args.window_size, args.allowed_lateness, args.topic, args.metrics_port)
+    _replay(
+        args.bundle, args.input, args.window_size, args.allowed_lateness, args.topic, args.metrics_port,
+        output=args.output, report=args.report, settings_overrides=tuple(args.set or ()),
+    )
     return 0
 
 
@@ -81,10 +125,13 @@ def cmd_demo(args) -> int:
     sequences = Path(paths["train.txt"]).read_text(encoding="utf-8").splitlines()
     train_bundle(sequences, workdir / "bundle", vec, mod, verbose=0, log=lambda m: print("    " + m, file=sys.stderr), preset_name="seed")
     print("3/3 replaying the timestamped stream through hourly windows\n", file=sys.stderr)
-    _replay(workdir / "bundle", paths["stream.csv"], 3600, 300, "demo", args.metrics_port)
+    report = workdir / "report.html"
+    _replay(workdir / "bundle", paths["stream.csv"], 3600, 300, "demo", args.metrics_port, report=str(report))
     print(
-        f"\ndone in {time.perf_counter() - started:.0f} s. 'abnormality' is the chance (0-100) that a record of this hour "
-        "has a larger error than one of the previous hour: 50 means alike.",
+        f"\ndone in {time.perf_counter() - started:.0f} s. 'shift' is at least the percentage of an hour's records that "
+        "moved to higher errors, against the previous hour and against a baseline of recent normal hours; 'surprise' "
+        "is -log10 of the chance of such a shift in unchanged traffic; 'decision' pages or tickets when both are "
+        f"large. The hourly report with its chart: {report}",
         file=sys.stderr,
     )
     return 0
@@ -109,4 +156,7 @@ def register(sub) -> None:
     r.add_argument("--allowed-lateness", type=int, default=300, help="seconds (default %(default)s)")
     r.add_argument("--topic", default="replay", help="topic label of the replayed records")
     r.add_argument("--metrics-port", type=int, help="also serve the metrics on 127.0.0.1:PORT while replaying")
+    r.add_argument("--output", choices=("table", "jsonl"), default="table", help="table (default) or one JSON object per window")
+    r.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML page with the hourly chart")
+    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a setting, e.g. deviation.page_shift=5")
     r.set_defaults(func=cmd_replay)

@@ -35,9 +35,12 @@ from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from monitor.deviation import SEVERITY
+
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from monitor.deviation import DeviationSettings
     from monitor.window import ClosedWindow, PartitionProgress
 
 __all__ = ["ERROR_BUCKETS", "METRICS_DOC", "MetricDoc", "Metrics", "metrics_table", "serve"]
@@ -149,6 +152,69 @@ METRICS_DOC: tuple[MetricDoc, ...] = (
         _T,
         "Weighted share (0-100) of the previous window's errors at or below the last closed window's "
         "mean error; NaN if undefined.",
+    ),
+    MetricDoc(
+        "seqmon_window_effective_records",
+        "gauge",
+        _T,
+        "Kish effective record count (sum w)^2 / sum w^2 of the last closed window (its records when weights are 1).",
+    ),
+    MetricDoc(
+        "seqmon_window_shift",
+        "gauge",
+        _T,
+        "Headline: percentage (0-100) of the last closed window's weight that moved to higher errors, from the "
+        "comparison and statistic that decided (KS shift or tail excess); NaN if nothing was compared.",
+    ),
+    MetricDoc(
+        "seqmon_window_surprise",
+        "gauge",
+        _T,
+        "Significance of seqmon_window_shift, -log10 p under 'same traffic' (Kish effective sizes); NaN if none.",
+    ),
+    MetricDoc(
+        "seqmon_window_severity",
+        "gauge",
+        _T,
+        "Decision about the last closed window, the most severe over its comparisons: 0 ok, 1 ticket, 2 page.",
+    ),
+    MetricDoc(
+        "seqmon_window_comparison_shift",
+        "gauge",
+        ("topic", "comparison", "statistic"),
+        "Shift (0-100) of the last closed window against the previous window or the baseline of recent normal "
+        "windows, by statistic (ks, tail); NaN if that comparison was not possible.",
+    ),
+    MetricDoc(
+        "seqmon_window_comparison_surprise",
+        "gauge",
+        ("topic", "comparison", "statistic"),
+        "Surprise (-log10 p) of the shift against the previous window or the baseline, by statistic (ks, tail); "
+        "NaN if not possible.",
+    ),
+    MetricDoc(
+        "seqmon_window_comparison_severity",
+        "gauge",
+        ("topic", "comparison"),
+        "Decision of one comparison (previous, baseline) of the last closed window: 0 ok, 1 ticket, 2 page.",
+    ),
+    MetricDoc(
+        "seqmon_window_baseline_windows",
+        "gauge",
+        _T,
+        "Windows merged into the baseline the last closed window was compared with (0: no baseline yet).",
+    ),
+    MetricDoc(
+        "seqmon_deviation_shift_threshold",
+        "gauge",
+        ("severity",),
+        "Configured shift (0-100) at or above which a significant comparison pages or tickets.",
+    ),
+    MetricDoc(
+        "seqmon_deviation_surprise_threshold",
+        "gauge",
+        ("severity",),
+        "Configured surprise (-log10 p) at or above which a large enough shift pages or tickets.",
     ),
     # "windows" (plural) marks sums over all closed windows; a counter named
     # seqmon_window_weight_total would be family seqmon_window_weight, clashing with the gauge.
@@ -315,6 +381,16 @@ class Metrics:
         self.window_abnormality = g("seqmon_window_abnormality")
         self.window_mean_error_ratio = g("seqmon_window_mean_error_ratio")
         self.window_mean_error_percentile_in_previous = g("seqmon_window_mean_error_percentile_in_previous")
+        self.window_effective_records = g("seqmon_window_effective_records")
+        self.window_shift = g("seqmon_window_shift")
+        self.window_surprise = g("seqmon_window_surprise")
+        self.window_severity = g("seqmon_window_severity")
+        self.window_comparison_shift = g("seqmon_window_comparison_shift")
+        self.window_comparison_surprise = g("seqmon_window_comparison_surprise")
+        self.window_comparison_severity = g("seqmon_window_comparison_severity")
+        self.window_baseline_windows = g("seqmon_window_baseline_windows")
+        self.deviation_shift_threshold = g("seqmon_deviation_shift_threshold")
+        self.deviation_surprise_threshold = g("seqmon_deviation_surprise_threshold")
         self.windows_weight_total = c("seqmon_windows_weight_total")
         self.windows_weighted_error_total = c("seqmon_windows_weighted_error_total")
 
@@ -421,10 +497,31 @@ class Metrics:
         self.window_abnormality.labels(topic).set(f["abnormality"])
         self.window_mean_error_ratio.labels(topic).set(f["mean_error_ratio"])
         self.window_mean_error_percentile_in_previous.labels(topic).set(f["mean_error_percentile_in_previous"])
+        self.window_effective_records.labels(topic).set(f["effective_records"])
+        if "decision" in f:  # assessed against the baseline (the daemon always does)
+            self.window_shift.labels(topic).set(f["shift"])
+            self.window_surprise.labels(topic).set(f["surprise"])
+            self.window_severity.labels(topic).set(f["severity"])
+            self.window_baseline_windows.labels(topic).set(f["baseline_windows"])
+            for comparison in ("previous", "baseline"):
+                for statistic in ("ks", "tail"):
+                    key = f"{statistic}_shift_vs_{comparison}"
+                    self.window_comparison_shift.labels(topic, comparison, statistic).set(f[key])
+                    key = f"{statistic}_surprise_vs_{comparison}"
+                    self.window_comparison_surprise.labels(topic, comparison, statistic).set(f[key])
+                self.window_comparison_severity.labels(topic, comparison).set(
+                    SEVERITY[f[f"decision_vs_{comparison}"]]
+                )
         # From the raw sums, not mean x weight, which is NaN for an empty window.
         aggregate = closed_window.aggregate
         self.windows_weight_total.labels(topic).inc(aggregate.weight)
         self.windows_weighted_error_total.labels(topic).inc(aggregate.weighted_error)
+
+    def set_deviation_thresholds(self, settings: DeviationSettings) -> None:
+        """Publish the thresholds the decision uses, so dashboards draw the very lines the code applies."""
+        for severity in ("page", "ticket"):
+            self.deviation_shift_threshold.labels(severity).set(getattr(settings, f"{severity}_shift"))
+            self.deviation_surprise_threshold.labels(severity).set(getattr(settings, f"{severity}_surprise"))
 
     # ------------------------------------------------------------------ consumer, bundle, state
     def set_lag(self, topic: str, partition: int, lag: int) -> None:

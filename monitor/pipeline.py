@@ -6,10 +6,12 @@ the batch comes from differs.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -121,17 +123,45 @@ def read_stream_csv(path: str | Path, topic: str = "replay", batch_size: int = 5
 
 
 def format_window(window: ClosedWindow) -> str:
-    """One line of the hourly report."""
+    """One line of the hourly report (the figures of :meth:`monitor.baseline.Baseline.assess` when assessed)."""
     f = window.figures()
     start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(window.start_ms / 1000))
+    nan = float("nan")
     return (
-        f"{start}Z  {window.topic:<10} {f['count']:>8,} {f['mean_error']:>12.3g} {f['p99']:>10.3g} "
-        f"{100 * f['anomaly_rate']:>8.2f}% {f['abnormality']:>12.1f} {f['mean_error_ratio']:>7.2f} "
-        f"{f['mean_error_percentile_in_previous']:>9.1f}"
+        f"{start}Z  {window.topic:<10} {f['count']:>8,} {f['mean_error']:>11.3g} {f['p99']:>10.3g} "
+        f"{100 * f['anomaly_rate']:>8.2f}% {f['mean_error_percentile_in_previous']:>8.1f} {f['abnormality']:>6.1f} "
+        f"{f.get('shift', nan):>6.1f} {f.get('surprise', nan):>8.1f} {f.get('compared_with', ''):>8} "
+        f"{f.get('statistic', ''):>4}  {f.get('decision', '')}"
     )
 
 
 REPORT_HEADER = (
-    f"{'window start (UTC)':<18} {'topic':<10} {'records':>8} {'mean error':>12} {'p99':>10} {'anomalies':>9} "
-    f"{'abnormality':>12} {'ratio':>7} {'orig pct':>9}"
+    f"{'window start (UTC)':<18} {'topic':<10} {'records':>8} {'mean error':>11} {'p99':>10} {'anomalies':>9} "
+    f"{'orig pct':>8} {'abnorm':>6} {'shift':>6} {'surprise':>8} {'against':>8} {'stat':>4}  decision"
 )
+
+
+def window_record(window: ClosedWindow) -> dict:
+    """One closed window as a JSON-safe object: ``window_start`` / ``window_end`` (ISO 8601 UTC), ``topic``,
+    ``records``, ``deviating`` (the page decision) and every figure of the window; NaN figures become ``None``."""
+    f = window.figures()
+
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+    out: dict = {
+        "window_start": iso(window.start_ms),
+        "window_end": iso(window.end_ms),
+        "topic": window.topic,
+        "records": f["count"],
+        "deviating": bool(f.get("deviating", False)),
+    }
+    for key, value in f.items():
+        if key in out or key == "count":
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        elif hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        out[key] = value
+    return out

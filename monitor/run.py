@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.baseline import Baseline
 from monitor.bundle import load_bundle
 from monitor.checkpoint import read_checkpoint, write_checkpoint
 from monitor.decode import REASONS, decode_json, decode_plain
@@ -80,6 +81,10 @@ class Daemon:
         else:
             decode = lambda values: decode_plain(values, records.max_bytes)  # noqa: E731
         self.pipeline = Pipeline(bundle, windower, decode)
+        # Beside the windows, not in them: the baseline belongs to the bundle and is reset with it.
+        deviation = settings.deviation.deviation_settings()
+        self.baseline = Baseline.from_snapshot(deviation, (checkpoint or {}).get("baseline"), bundle.content_hash)
+        self.metrics.set_deviation_thresholds(deviation)
         self.closed_windows: list[ClosedWindow] = []  # kept for tests and the final log; bounded below
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -270,8 +275,8 @@ class Daemon:
 
     def _emit(self, closed: list[ClosedWindow], now: float) -> None:
         for window in closed:
+            figures = self.baseline.assess(window)
             self.metrics.record_closed_window(window, now)
-            figures = window.figures()
             log.info("window closed %s", json.dumps(figures, allow_nan=True, default=float))
             if self.sink is not None and self.settings.kafka.results_topic:
                 self.sink.result(self.settings.kafka.results_topic, f"{window.topic}/{window.start_ms}", figures)
@@ -290,6 +295,7 @@ class Daemon:
             "windower": self.pipeline.windower.snapshot(),
             "offsets": dict(self.offsets),
             "bundle": self.pipeline.bundle.content_hash,
+            "baseline": self.baseline.snapshot(),
         })
         self.metrics.record_checkpoint(now)
         self._last_checkpoint = now
@@ -349,6 +355,8 @@ class Daemon:
             self.metrics.record_reload(False)
             return False
         self.pipeline.bundle = bundle
+        if bundle.content_hash != self.baseline.bundle:  # errors of two bundles are not on one scale
+            self.baseline.reset(bundle.content_hash)
         self.metrics.record_reload(True)
         self.metrics.set_bundle(bundle.content_hash, str(bundle.metadata.get("created_at", "")), str(self.bundle_path))
         log.info("bundle reloaded: %s", bundle.content_hash)

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from monitor.deviation import compare_sketches, effective_size
 from monitor.errors import ConfigError, StateError
 from monitor.sketch import ErrorSketch, _as_weights, prob_greater
 
@@ -107,6 +108,9 @@ class WindowAggregate:
         Σ w·percentile, percentiles in 0-100.
     sketch : ErrorSketch
         Weighted error distribution.
+    weight_squared : float
+        Σ w², for the effective sample size (Kish) that significance needs; 0 when unknown (state written
+        before it was kept), which counts every record as weight 1.
 
     Notes
     -----
@@ -120,6 +124,7 @@ class WindowAggregate:
     anomaly_weight: float = 0.0
     weighted_percentile: float = 0.0
     sketch: ErrorSketch = field(default_factory=ErrorSketch)
+    weight_squared: float = 0.0
 
     @classmethod
     def empty(cls, sketch_alpha: float = 0.001) -> WindowAggregate:
@@ -154,6 +159,7 @@ class WindowAggregate:
         self.weighted_error += float(np.dot(weights, errors))
         self.anomaly_weight += float(weights[is_anomaly].sum())
         self.weighted_percentile += float(np.dot(weights, percentiles))
+        self.weight_squared += float(np.dot(weights, weights))
         self.sketch.add(errors, weights)
 
     def merge(self, other: WindowAggregate) -> WindowAggregate:
@@ -165,11 +171,16 @@ class WindowAggregate:
             anomaly_weight=self.anomaly_weight + other.anomaly_weight,
             weighted_percentile=self.weighted_percentile + other.weighted_percentile,
             sketch=self.sketch.merge(other.sketch),
+            weight_squared=self.weight_squared + other.weight_squared,
         )
 
     def mean_error(self) -> float:
         """Weighted mean error Σw·e / Σw; NaN when empty."""
         return _weighted_mean(self.weighted_error, self.weight)
+
+    def effective_records(self) -> float:
+        """Kish's effective sample size (Σw)² / Σw²; the record count when all weights are 1; 0 when empty."""
+        return effective_size(self.weight, self.weight_squared, self.count)
 
     def figures(self) -> dict[str, Any]:
         """Reportable figures of the window.
@@ -180,8 +191,9 @@ class WindowAggregate:
             ``count`` (records), ``weight`` (Σw), ``mean_error`` (weighted mean),
             ``p50``/``p90``/``p99`` (weighted error quantiles, relative accuracy
             ``sketch.alpha``), ``anomaly_rate`` (weighted share of anomalies, 0-1),
-            ``mean_percentile`` (weighted mean percentile, 0-100).  All but
-            ``count`` and ``weight`` are NaN for an empty window.
+            ``mean_percentile`` (weighted mean percentile, 0-100),
+            ``effective_records`` (Kish's (Σw)²/Σw², 0 when empty).  All but
+            ``count``, ``weight`` and ``effective_records`` are NaN for an empty window.
         """
         return {
             "count": self.count,
@@ -192,6 +204,7 @@ class WindowAggregate:
             "p99": self.sketch.quantile(0.99),
             "anomaly_rate": _weighted_mean(self.anomaly_weight, self.weight),
             "mean_percentile": _weighted_mean(self.weighted_percentile, self.weight),
+            "effective_records": self.effective_records(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +216,7 @@ class WindowAggregate:
             "anomaly_weight": float(self.anomaly_weight),
             "weighted_percentile": float(self.weighted_percentile),
             "sketch": self.sketch.to_dict(),
+            "weight_squared": float(self.weight_squared),
         }
 
     @classmethod
@@ -216,6 +230,7 @@ class WindowAggregate:
                 anomaly_weight=float(data["anomaly_weight"]),
                 weighted_percentile=float(data["weighted_percentile"]),
                 sketch=ErrorSketch.from_dict(data["sketch"]),
+                weight_squared=float(data.get("weight_squared", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"window aggregate cannot be restored: {exc!r}") from exc
@@ -232,18 +247,33 @@ def compare(current: WindowAggregate, previous: WindowAggregate | None) -> dict[
         "like before", 100 "every error larger".  ``mean_error_ratio``: current
         weighted mean error / previous one.  ``mean_error_percentile_in_previous``:
         weighted share (0-100) of the previous window's errors at or below the
-        current weighted mean error.  Each is NaN when there is no previous window
-        or either window is empty; the ratio is also NaN when the previous mean is 0.
+        current weighted mean error.  ``ks_shift_vs_previous``, ``ks_surprise_vs_previous``,
+        ``tail_shift_vs_previous``, ``tail_surprise_vs_previous``: the statistics of
+        :func:`monitor.deviation.compare_sketches` (shifts 0-100, surprises -log10 p).
+        Each is NaN when there is no previous window or either window is empty; the
+        ratio is also NaN when the previous mean is 0.
     """
-    nan = {"abnormality": math.nan, "mean_error_ratio": math.nan, "mean_error_percentile_in_previous": math.nan}
+    nan = {
+        "abnormality": math.nan,
+        "mean_error_ratio": math.nan,
+        "mean_error_percentile_in_previous": math.nan,
+        "ks_shift_vs_previous": math.nan,
+        "ks_surprise_vs_previous": math.nan,
+        "tail_shift_vs_previous": math.nan,
+        "tail_surprise_vs_previous": math.nan,
+    }
     if previous is None or current.weight <= 0.0 or previous.weight <= 0.0:
         return nan
     current_mean = current.mean_error()
     previous_mean = previous.mean_error()
+    statistics = compare_sketches(
+        current.sketch, current.effective_records(), previous.sketch, previous.effective_records()
+    )
     return {
         "abnormality": 100.0 * prob_greater(current.sketch, previous.sketch),
         "mean_error_ratio": current_mean / previous_mean if previous_mean > 0.0 else math.nan,
         "mean_error_percentile_in_previous": 100.0 * previous.sketch.rank(current_mean),
+        **{f"{name}_vs_previous": value for name, value in statistics.items()},
     }
 
 
@@ -328,6 +358,10 @@ class ClosedWindow:
     previous : WindowAggregate or None
         The topic's window immediately before it in time (possibly empty); None
         for the topic's first window.
+    assessment : dict or None
+        Figures added after closing by whoever holds more context than the
+        window (the baseline comparison and the decision, see
+        :meth:`monitor.baseline.Baseline.assess`); None until then.
 
     Notes
     -----
@@ -341,12 +375,14 @@ class ClosedWindow:
     end_ms: int
     aggregate: WindowAggregate
     previous: WindowAggregate | None
+    assessment: dict[str, Any] | None = field(default=None, compare=False)
 
     def figures(self) -> dict[str, Any]:
-        """``topic``, ``start_ms``, ``end_ms``, the aggregate's figures and the :func:`compare` figures."""
+        """``topic``, ``start_ms``, ``end_ms``, the aggregate's figures, the :func:`compare` figures and the assessment."""
         out: dict[str, Any] = {"topic": self.topic, "start_ms": self.start_ms, "end_ms": self.end_ms}
         out.update(self.aggregate.figures())
         out.update(compare(self.aggregate, self.previous))
+        out.update(self.assessment or {})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -740,6 +776,7 @@ class Windower:
         pair_starts = _run_starts(code_s, window_s, bucket_s)
         counts = np.diff(np.append(group_starts, code_s.size))
         weight_sum = np.add.reduceat(weight_s, group_starts)
+        weight_squared_sum = np.add.reduceat(weight_s * weight_s, group_starts)
         error_sum = np.add.reduceat(weight_s * errors[order], group_starts)
         anomaly_sum = np.add.reduceat(np.where(is_anomaly[order], weight_s, 0.0), group_starts)
         percentile_sum = np.add.reduceat(weight_s * percentiles[order], group_starts)
@@ -761,6 +798,7 @@ class Windower:
             aggregate.weighted_error += float(error_sum[g])
             aggregate.anomaly_weight += float(anomaly_sum[g])
             aggregate.weighted_percentile += float(percentile_sum[g])
+            aggregate.weight_squared += float(weight_squared_sum[g])
             lo, hi = pair_bounds[g], pair_bounds[g + 1]
             aggregate.sketch.add_buckets(pair_bucket[lo:hi], pair_weight[lo:hi])
 

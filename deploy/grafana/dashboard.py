@@ -118,13 +118,82 @@ def _stat(
 
 
 # ---------------------------------------------------------------------------------------------- panels
+def _deviation_panels() -> list[Any]:
+    """The headline: how much of the window moved, how sure that is, and the decision seqmon made about it.
+
+    Thresholds are drawn from the gauges seqmon exports (seqmon_deviation_*_threshold), i.e. the very values the
+    code decides with, so the dashboard cannot disagree with the alert or `seqmon replay`.
+    """
+    dashed = [dash_m.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})]
+    shift = (
+        _timeseries(
+            "Shift: % of the window that moved to higher errors (headline)",
+            "Per topic, the statistic that decided about the last closed window: at least this percentage of its "
+            "records moved to higher reconstruction errors, against the window before or against the baseline of "
+            "recent normal windows (KS shift or tail excess; see the README). Dashed: the page and ticket shift "
+            "thresholds; a window pages only when its surprise also reaches the page surprise.",
+            _query(f"seqmon_window_shift{{{T}}}", "{{topic}}", "A"),
+            _query('seqmon_deviation_shift_threshold{severity="page"}', "page threshold", "B"),
+            _query('seqmon_deviation_shift_threshold{severity="ticket"}', "ticket threshold", "C"),
+            width=16,
+            step=True,
+        )
+        .min(0)
+        .override_by_regexp(".* threshold", dashed)
+    )
+    decision = (
+        _stat(
+            "Decision, last closed window",
+            "Per topic, made in seqmon (seqmon_window_severity): ok, ticket (SeqmonWindowShift) or page "
+            "(SeqmonWindowDeviation).",
+            _query(f"seqmon_window_severity{{{T}}}", "{{topic}}", instant=True),
+            width=8,
+            height=8,
+        )
+        .thresholds(_thresholds((None, "green"), (1, "yellow"), (2, "red")))
+        .mappings([
+            dash_m.ValueMap(
+                options={
+                    "0": dash_m.ValueMappingResult(text="ok"),
+                    "1": dash_m.ValueMappingResult(text="ticket"),
+                    "2": dash_m.ValueMappingResult(text="page"),
+                }
+            )
+        ])
+    )
+    comparisons = _timeseries(
+        "Shift by comparison and statistic",
+        "Shift (0-100) of the last closed window against the previous window and against the baseline of recent "
+        "normal windows, by statistic: ks (one-sided weighted Kolmogorov-Smirnov) and tail (excess share above the "
+        "reference's 99th percentile). Every hour of a long incident stays high against the baseline.",
+        _query(f"seqmon_window_comparison_shift{{{T}}}", "{{topic}} vs {{comparison}} ({{statistic}})"),
+        step=True,
+    ).min(0)
+    surprise = (
+        _timeseries(
+            "Significance (surprise, -log10 p)",
+            "Surprise of the headline shift: -log10 of the chance to see it in unchanged traffic, sized by the "
+            "effective record counts, so one threshold holds at 100 and at 1,000,000 records per window. Dashed: "
+            "the page and ticket surprise thresholds. Log scale.",
+            _query(f"seqmon_window_surprise{{{T}}}", "{{topic}}", "A"),
+            _query('seqmon_deviation_surprise_threshold{severity="page"}', "page threshold", "B"),
+            _query('seqmon_deviation_surprise_threshold{severity="ticket"}', "ticket threshold", "C"),
+            step=True,
+        )
+        .override_by_regexp(".* threshold", dashed)
+        .scale_distribution(common_b.ScaleDistributionConfig().type(common_m.ScaleDistribution.SYMLOG).log(10))
+    )
+    return [shift, decision, comparisons, surprise]
+
+
 def _window_panels() -> list[Any]:
     abnormality = (
         _timeseries(
             "Abnormality vs the previous window",
             "100 x probability that an error of the last closed window exceeds one of the window before: "
             f"50 = unchanged; above {ABNORMALITY_WARN} the errors grew, above {ABNORMALITY_CRIT} markedly. "
-            "Gaps: empty windows or no window before.",
+            "It is about 50 + half the share of records that broke, so it stays low for a minority of broken "
+            "records; the decision uses the shift above. Gaps: empty windows or no window before.",
             _query(f"seqmon_window_abnormality{{{T}}}", "{{topic}}"),
             width=16,
             step=True,
@@ -363,6 +432,7 @@ def build_dashboard() -> dash_b.Dashboard:
         )
     )
     sections = (
+        ("Deviation: how much of the last closed window moved, and the decision", _deviation_panels()),
         ("Windows: last closed window per topic", _window_panels()),
         ("Stream: throughput, input quality, lag", _stream_panels()),
         ("Model bundle, state and alerts", _operations_panels()),

@@ -96,7 +96,7 @@ def test_example_file_documents_every_key_with_a_comment():
 
 def test_to_dict_has_the_file_shape():
     data = Settings().to_dict()
-    assert list(data) == ["kafka", "records", "batch", "window", "model", "state", "metrics", "log"]
+    assert list(data) == ["kafka", "records", "batch", "window", "deviation", "model", "state", "metrics", "log"]
     assert data["kafka"]["topics"] == ["sequences"]
     assert data["window"] == {
         "size_seconds": 3600,
@@ -374,3 +374,20 @@ def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         settings.kafka.group_id = "other"  # type: ignore[misc]
     assert hash(settings.kafka.topics) == hash(("sequences",))
+
+
+def test_deviation_section_from_env_and_set():
+    settings = load_settings(
+        None, env={"SEQMON_DEVIATION_PAGE_SHIFT": "3.5"}, overrides=["deviation.baseline_windows=48"]
+    )
+    got = settings.deviation.deviation_settings()
+    assert (got.page_shift, got.baseline_windows, got.page_surprise) == (3.5, 48, 6.0)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("deviation.page_shift=lots", "deviation.page_shift"), ("deviation.ticket_shift=9", "deviation.ticket_shift")],
+)
+def test_deviation_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_settings(None, env={}, overrides=[override])

@@ -221,6 +221,16 @@ def test_dashboard_contents(dashboard):
     by_expr = {t["expr"]: p for p in panels for t in p["targets"]}
     exprs = "\n".join(by_expr)
 
+    # The headline: the shift with the page threshold seqmon exports, the decision, both comparisons, the surprise.
+    shift = by_expr['seqmon_window_shift{topic=~"$topic"}']
+    assert 'seqmon_deviation_shift_threshold{severity="page"}' in [t["expr"] for t in shift["targets"]]
+    decision = by_expr['seqmon_window_severity{topic=~"$topic"}']
+    assert [s["value"] for s in decision["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 1, 2]
+    assert "seqmon_window_comparison_shift{" in exprs
+    surprise = by_expr['seqmon_window_surprise{topic=~"$topic"}']
+    assert 'seqmon_deviation_surprise_threshold{severity="page"}' in [t["expr"] for t in surprise["targets"]]
+    assert dashboard["panels"][0]["title"].startswith("Deviation")
+
     abnormality = by_expr['seqmon_window_abnormality{topic=~"$topic"}']
     steps = abnormality["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [s["value"] for s in steps] == [None, 50, 75]

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from monitor.baseline import Baseline
+from monitor.deviation import DeviationSettings
 from monitor.export import ERROR_BUCKETS, METRICS_DOC, Metrics, metrics_table, serve
 from monitor.window import ClosedWindow, PartitionProgress, WindowAggregate
 
@@ -217,7 +219,10 @@ def test_reloads_checkpoints_and_lag(registry, metrics):
 def test_every_exposed_metric_is_documented(registry):
     metrics = Metrics(registry)  # with process metrics: they must be the only undocumented families
     metrics.record_batch(T, 1, np.array([0.1]), 0, 0, {"decode": 1}, 0.01)
-    metrics.record_closed_window(ClosedWindow(T, START_MS, START_MS + H, aggregate([0.1]), None), 1.0)
+    window = ClosedWindow(T, START_MS, START_MS + H, aggregate([0.1]), None)
+    Baseline().assess(window)
+    metrics.record_closed_window(window, 1.0)
+    metrics.set_deviation_thresholds(DeviationSettings())
     metrics.set_lag(T, 0, 1)
     metrics.set_progress([PartitionProgress(T, 0, START_MS, 0, True)], {T: START_MS, "unstarted": None})
     metrics.set_bundle("h", "c", "p", loaded_at_s=1.0)
@@ -259,3 +264,32 @@ def test_serve_exposes_metrics_over_http(registry, metrics):
     assert f'seqmon_records_scored_total{{topic="{T}"}} 2.0' in text
     assert "# HELP seqmon_record_error " in text
     assert not thread.is_alive()
+
+
+def test_deviation_gauges_follow_the_assessment(registry, metrics):
+    baseline = Baseline(DeviationSettings(baseline_min_windows=1))
+    normal = np.linspace(1.0, 2.0, 1000)
+    first = ClosedWindow(T, START_MS, START_MS + H, aggregate(normal), None)
+    incident = ClosedWindow(
+        T, START_MS + H, START_MS + 2 * H, aggregate(np.concatenate([normal[:900], np.full(100, 50.0)])),
+        first.aggregate,
+    )
+    metrics.set_deviation_thresholds(DeviationSettings(page_shift=3.0))
+    for window in (first, incident):
+        figures = baseline.assess(window)
+        metrics.record_closed_window(window, 1.0)
+    assert value(registry, "seqmon_window_severity", topic=T) == 2
+    # 100 records of 1,000 jumped far up; against 1,000 records the KS shift (10) is a ticket (surprise 4.3), the tail
+    # excess (10 % above the reference p99 less the reference's own 0.7 %, which shares buckets there) pages.
+    assert figures["statistic"] == "tail" and figures["ks_shift_vs_previous"] == pytest.approx(10.0)
+    assert value(registry, "seqmon_window_shift", topic=T) == figures["shift"] == pytest.approx(9.3)
+    assert value(registry, "seqmon_window_surprise", topic=T) == figures["surprise"] > 6
+    assert value(registry, "seqmon_window_baseline_windows", topic=T) == 1
+    for comparison in ("previous", "baseline"):
+        assert value(registry, "seqmon_window_comparison_severity", topic=T, comparison=comparison) == 2
+        for statistic in ("ks", "tail"):
+            got = value(registry, "seqmon_window_comparison_shift", topic=T, comparison=comparison, statistic=statistic)
+            assert got == figures[f"{statistic}_shift_vs_{comparison}"]
+    assert value(registry, "seqmon_deviation_shift_threshold", severity="page") == 3.0
+    assert value(registry, "seqmon_deviation_surprise_threshold", severity="ticket") == 4.0
+    assert value(registry, "seqmon_window_effective_records", topic=T) == 1000

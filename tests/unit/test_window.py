@@ -196,7 +196,15 @@ def test_compare_nan_cases():
     some = aggregate([1.0, 2.0])
     for current, previous in [(some, None), (WindowAggregate(), some), (some, WindowAggregate())]:
         got = compare(current, previous)
-        assert set(got) == {"abnormality", "mean_error_ratio", "mean_error_percentile_in_previous"}
+        assert set(got) == {
+            "abnormality",
+            "mean_error_ratio",
+            "mean_error_percentile_in_previous",
+            "ks_shift_vs_previous",
+            "ks_surprise_vs_previous",
+            "tail_shift_vs_previous",
+            "tail_surprise_vs_previous",
+        }
         assert all(math.isnan(v) for v in got.values())
     # Previous mean 0: ratio undefined, the distribution comparison still works.
     got = compare(some, aggregate([0.0, 0.0]))
