@@ -139,10 +139,15 @@ def cmd_score(args) -> int:
     errors = _bundle_scores(bundle, decoded)
     percentiles = bundle.percentile_rank(errors)
     anomalies = bundle.is_anomaly(errors)
-    top = [""] * len(errors)
-    explain_rows = {"all": np.flatnonzero(~np.isnan(errors)), "anomalies": np.flatnonzero(anomalies), "none": []}[args.explain]
-    for i in explain_rows:
-        top[i] = " ".join(item["token"] for item in bundle.explain(decoded.sequences[i], top=args.top) if item["kind"] == "unexpected")
+    top = np.full(len(errors), "", dtype=object)
+    explain_rows = {
+        "all": np.flatnonzero(~np.isnan(errors)),
+        "anomalies": np.flatnonzero(anomalies),
+        "none": np.zeros(0, dtype=np.int64),
+    }[args.explain]
+    for start in range(0, len(explain_rows), SCORE_CHUNK):
+        rows = explain_rows[start : start + SCORE_CHUNK]
+        top[rows] = bundle.explain_batch([decoded.sequences[i] for i in rows], top=args.top).top_tokens()
     frame = pd.DataFrame({
         "sequence": decoded.sequences,
         "error": errors,
@@ -268,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bundle")
     s.add_argument("input")
     s.add_argument("-o", "--output", required=True, help="CSV to write")
-    s.add_argument("--explain", choices=("anomalies", "all", "none"), default="anomalies", help="which rows get top_tokens")
-    s.add_argument("--top", type=int, default=3, help="tokens listed in top_tokens")
+    s.add_argument("--explain", choices=("anomalies", "all", "none"), default="anomalies", help="which rows get top_tokens (default: anomalies)")
+    s.add_argument("--top", type=int, default=3, help="most poorly reconstructed tokens of a row listed in top_tokens")
     input_options(s)
     s.set_defaults(func=cmd_score)
 

@@ -128,10 +128,13 @@ class ReconstructionScorer:
                 continue
             h = self.hidden(x[start:stop])
             rows = np.repeat(np.arange(stop - start), np.diff(encoded.indptr[start : stop + 1]))
-            cols = encoded.indices[lo:hi]
-            y = np.einsum("ij,ij->i", h[rows].astype(np.float64), kernel_t[cols].astype(np.float64))
-            y = activation(y + out_layer.bias[cols])
-            out[lo:hi] = (encoded.data[lo:hi].astype(np.float64) - y) ** 2
+            # The gathered (values × k) blocks are bounded, however many places the rows hold (long count rows).
+            for a in range(lo, hi, self.chunk_rows * 4):
+                b = min(a + self.chunk_rows * 4, hi)
+                cols = encoded.indices[a:b]
+                y = np.einsum("ij,ij->i", h[rows[a - lo : b - lo]].astype(np.float64), kernel_t[cols].astype(np.float64))
+                y = activation(y + out_layer.bias[cols])
+                out[a:b] = (encoded.data[a:b].astype(np.float64) - y) ** 2
         return out
 
     def contributions(self, encoded: Encoded, row: int = 0) -> np.ndarray:
