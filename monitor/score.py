@@ -61,6 +61,7 @@ class ReconstructionScorer:
         if out.kernel.shape[1] != self.n_features:
             raise ValueError(f"output width {out.kernel.shape[1]} differs from input width {self.n_features}")
         self.chunk_rows = chunk_rows
+        self._kernel_t64: np.ndarray | None = None
         self.linear_output = out.activation == "linear"
         if self.linear_output:
             kernel64 = out.kernel.astype(np.float64)
@@ -118,7 +119,9 @@ class ReconstructionScorer:
             raise ValueError(f"encoded width {encoded.n_features} differs from the model's {self.n_features}")
         x = sp.csr_matrix((encoded.data, encoded.indices, encoded.indptr), shape=(encoded.n_rows, self.n_features))
         out_layer = self.layers[-1]
-        kernel_t = self._kernel_t if self.linear_output else np.ascontiguousarray(out_layer.kernel.T)
+        if self._kernel_t64 is None:  # (D, k) float64, once: gathers then need no conversion
+            self._kernel_t64 = np.ascontiguousarray(out_layer.kernel.T, dtype=np.float64)
+        kernel_t = self._kernel_t64
         activation = ACTIVATIONS[out_layer.activation]
         out = np.empty(len(encoded.indices), dtype=np.float64)
         for start in range(0, encoded.n_rows, self.chunk_rows):
@@ -126,13 +129,13 @@ class ReconstructionScorer:
             lo, hi = int(encoded.indptr[start]), int(encoded.indptr[stop])
             if hi == lo:
                 continue
-            h = self.hidden(x[start:stop])
+            h = self.hidden(x[start:stop]).astype(np.float64)
             rows = np.repeat(np.arange(stop - start), np.diff(encoded.indptr[start : stop + 1]))
             # The gathered (values × k) blocks are bounded, however many places the rows hold (long count rows).
             for a in range(lo, hi, self.chunk_rows * 4):
                 b = min(a + self.chunk_rows * 4, hi)
                 cols = encoded.indices[a:b]
-                y = np.einsum("ij,ij->i", h[rows[a - lo : b - lo]].astype(np.float64), kernel_t[cols].astype(np.float64))
+                y = np.einsum("ij,ij->i", h[rows[a - lo : b - lo]], kernel_t[cols])
                 y = activation(y + out_layer.bias[cols])
                 out[a:b] = (encoded.data[a:b].astype(np.float64) - y) ** 2
         return out
