@@ -1,13 +1,16 @@
 """``seqmon bench``: scoring speed of the batch path beside the straightforward Keras path, same model, same data.
 
 The straightforward path is what the original design does: a Python loop that tokenizes and vectorizes record by
-record, then ``model.predict`` (default batch of 32) and a numpy MSE. It prints figures and asserts nothing on time.
+record, then ``model.predict`` (default batch of 32) and a numpy MSE. Beside both, the whole ``seqmon score`` process
+(start, load, read, score, explain, write the CSV) on a generated file with about 3 % anomalies, once per ``--explain``
+mode, the modes interleaved and repeated. It prints figures and asserts nothing on time.
 """
 
 from __future__ import annotations
 
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +57,55 @@ def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:>12,.0f} rows/s  ({seconds:.2f} s for {n:,})"
 
 
-def run_bench(rows: int, naive_rows: int, bundle_path: str | None, seed: int) -> dict:
+#: ``seqmon score --explain`` modes measured by :func:`score_throughput`; ``anomalies`` is the default.
+EXPLAIN_MODES = ("anomalies", "none", "all")
+
+
+def score_input(path: Path, rows: int, seed: int, anomaly_rate: float = 0.03) -> int:
+    """Write ``rows`` seed-like lines with about ``anomaly_rate`` anomalies of all kinds; returns the anomalies written."""
+    from monitor.generate import SeedLikeGenerator  # noqa: PLC0415
+
+    hours = -(-rows // 10_000)
+    stream = SeedLikeGenerator(seed + 2).stream(0, hours, 10_000, anomaly_rate=anomaly_rate).iloc[:rows]
+    path.write_text("\n".join(stream["sequence"]) + "\n", encoding="utf-8")
+    return int(stream["label"].sum())
+
+
+def score_throughput(bundle_path: str, input_path: Path, rows: int, repeats: int, workdir: Path) -> dict:
+    """Whole-process ``seqmon score`` rows/s per ``--explain`` mode: median and range over ``repeats`` runs.
+
+    Each run is a fresh ``python -m monitor.cli score`` process, timed from start to exit; the modes take turns, so
+    a load change on the machine touches all of them alike.
+    """
+    seconds: dict[str, list[float]] = {mode: [] for mode in EXPLAIN_MODES}
+    cpu_seconds: dict[str, list[float]] = {mode: [] for mode in EXPLAIN_MODES}
+    flagged = {}
+    for _ in range(repeats):
+        for mode in EXPLAIN_MODES:
+            out = workdir / f"scores-{mode}.csv"
+            cmd = [sys.executable, "-m", "monitor.cli", "score", bundle_path, str(input_path), "-o", str(out), "--explain", mode]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            seconds[mode].append(time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_seconds[mode].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            flagged[mode] = done.stderr.strip().splitlines()[-1].split("; written to")[0]
+    results = {}
+    for mode in EXPLAIN_MODES:
+        rates = sorted(rows / t for t in seconds[mode])
+        cpu_rates = sorted(rows / t for t in cpu_seconds[mode])
+        results[mode] = {
+            "median": float(np.median(rates)), "min": rates[0], "max": rates[-1], "seconds": seconds[mode],
+            "per_cpu_second_median": float(np.median(cpu_rates)), "per_cpu_second_min": cpu_rates[0],
+            "per_cpu_second_max": cpu_rates[-1], "cpu_seconds": cpu_seconds[mode],
+        }
+    results["summary"] = flagged["anomalies"]
+    return results
+
+
+def run_bench(rows: int, naive_rows: int, bundle_path: str | None, seed: int, score_rows: int = 200_000,
+              score_repeats: int = 3) -> dict:
     from monitor.bundle import load_bundle  # noqa: PLC0415
     from monitor.generate import SeedLikeGenerator  # noqa: PLC0415
 
@@ -64,8 +115,6 @@ def run_bench(rows: int, naive_rows: int, bundle_path: str | None, seed: int) ->
         tmp = tempfile.TemporaryDirectory(prefix="seqmon-bench-")
         bundle_path = str(Path(tmp.name) / "bundle")
         # Built in a child process so that this one never imports TensorFlow before its RSS is read.
-        import subprocess  # noqa: PLC0415
-
         code = f"from monitor.bench import _untrained_bundle; _untrained_bundle({seed}, {bundle_path!r})"
         subprocess.run([sys.executable, "-c", code], check=True, stderr=subprocess.DEVNULL)
     bundle = load_bundle(bundle_path)
@@ -105,6 +154,23 @@ def run_bench(rows: int, naive_rows: int, bundle_path: str | None, seed: int) ->
     results["peak_rss_mib_batch_path"] = rss_fast
     print(f"peak RSS after the batch path: {rss_fast:,.0f} MiB (TensorFlow not imported)")
 
+    if score_rows:
+        workdir = Path(tempfile.mkdtemp(prefix="seqmon-bench-score-"))
+        input_path = workdir / "input.txt"
+        n_abnormal = score_input(input_path, score_rows, seed)
+        score = score_throughput(bundle_path, input_path, score_rows, score_repeats, workdir)
+        results["score_process"] = {**score, "rows": score_rows, "abnormal_rows": n_abnormal}
+        print(f"seqmon score input: {score_rows:,} generated lines, {n_abnormal:,} of them abnormal; {score['summary']}")
+        print(f"seqmon score, whole process (start, load, read, score, explain, write CSV), {score_repeats} runs per mode:")
+        for mode in EXPLAIN_MODES:
+            r = score[mode]
+            print(f"seqmon score --explain {mode:<9} {r['median']:>10,.0f} rows/s  ({r['min']:,.0f}-{r['max']:,.0f}); "
+                  f"{r['per_cpu_second_median']:,.0f} rows per CPU second ({r['per_cpu_second_min']:,.0f}-"
+                  f"{r['per_cpu_second_max']:,.0f})")
+        for f in workdir.iterdir():
+            f.unlink()
+        workdir.rmdir()
+
     import keras  # noqa: PLC0415  (the straightforward path needs Keras; imported only now, after the RSS reading)
 
     model = keras.models.load_model(Path(bundle_path) / "model.keras", compile=False)
@@ -129,6 +195,16 @@ def run_bench(rows: int, naive_rows: int, bundle_path: str | None, seed: int) ->
     print(f"Keras path   model.predict + MSE   {_rate(naive_rows, t2 - t1)}")
     print(f"Keras path   vectorize + score     {_rate(naive_rows, t2 - t0)}")
     print(f"speed-up of the batch path: {results['speedup']:.1f}x; largest error difference {diff:.2e}")
+    if score_rows:
+        keras_rate = results["naive_vectorize_and_score_rows_per_s"]
+        process = results["score_process"]
+        default, none = process["anomalies"]["median"], process["none"]["median"]
+        cpu_ratio = process["anomalies"]["per_cpu_second_median"] / process["none"]["per_cpu_second_median"]
+        results["score_default_vs_none"] = default / none
+        results["score_default_vs_none_cpu"] = cpu_ratio
+        results["score_default_vs_keras_path"] = default / keras_rate
+        print(f"seqmon score with default explanations: {default / none:.0%} of --explain none ({cpu_ratio:.0%} per CPU "
+              f"second), {default / keras_rate:.1f}x the Keras path's vectorize + score rate (medians of wall-clock rates)")
     if tmp is not None:
         tmp.cleanup()
     return results
@@ -155,17 +231,20 @@ def _untrained_bundle(seed: int, path: str) -> None:
 
 
 def cmd_bench(args) -> int:
-    results = run_bench(args.rows, args.naive_rows, args.bundle, args.seed)
+    results = run_bench(args.rows, args.naive_rows, args.bundle, args.seed, args.score_rows, args.score_repeats)
     if args.json:
         print(json.dumps(results), file=sys.stdout)
     return 0
 
 
 def register(sub) -> None:
-    b = sub.add_parser("bench", help="measure vectorize + score speed beside the straightforward Keras path")
+    b = sub.add_parser("bench", help="measure vectorize + score and `seqmon score` speed beside the straightforward Keras path")
     b.add_argument("--rows", type=int, default=1_000_000, help="sequences for the batch path (default %(default)s)")
     b.add_argument("--naive-rows", type=int, default=50_000, help="sequences for the slow Keras path (default %(default)s)")
     b.add_argument("--bundle", help="bundle to measure (default: an untrained bundle of the seed preset's shape)")
+    b.add_argument("--score-rows", type=int, default=200_000,
+                   help="lines (3 %% anomalies) for the whole-process `seqmon score` runs; 0 skips them (default %(default)s)")
+    b.add_argument("--score-repeats", type=int, default=3, help="runs of `seqmon score` per --explain mode (default %(default)s)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     b.set_defaults(func=cmd_bench)

@@ -26,13 +26,82 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitor.errors import BundleError, ConfigError
-from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank
-from monitor.vectorize import Vectorizer, VectorizerSettings
+from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank, top_per_row
+from monitor.vectorize import OOV_INDEX, Vectorizer, VectorizerSettings, tokenize
 
 FORMAT_VERSION = 2
 #: Version 1 stored vocabulary.json as a plain list of tokens and had no token shapes; it loads unchanged.
 READABLE_FORMAT_VERSIONS = (1, 2)
 FILES = ("vocabulary.json", "weights.npz", "reference_errors.npy", "model.keras")
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """The unexpected places of a batch of rows, flattened like CSR: row ``i`` owns items ``indptr[i]:indptr[i+1]``.
+
+    A row's items are its present places with the largest squared errors, largest first (see ``Bundle.explain``).
+    """
+
+    indptr: np.ndarray  # int64, n_rows + 1
+    tokens: pa.Array  # string per item: the vocabulary token, <pad>, or the raw unknown token(s) of an OOV place
+    positions: np.ndarray  # int64 per item: the position with the positional encoding, else -1
+    contributions: np.ndarray  # float64 per item: squared error / vector width (a share of the row's error)
+    columns: np.ndarray  # int64 input column per item
+    unknown: pa.ListArray  # per row: the out-of-vocabulary tokens the encoding kept, in order (empty with OOV off)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    def top_tokens(self) -> np.ndarray:
+        """Per row, its item tokens joined by one space (``""`` for none): the ``top_tokens`` column of ``seqmon score``."""
+        lists = pa.ListArray.from_arrays(pa.array(self.indptr, pa.int64()).cast(pa.int32()), self.tokens)
+        return pc.binary_join(lists, " ").to_numpy(zero_copy_only=False)
+
+    def take(self, rows: np.ndarray) -> Explanations:
+        """The explanations of ``rows`` (in that order, repeats allowed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = np.diff(self.indptr)[rows]
+        items = _ranges(self.indptr[rows], lengths)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        take = pa.array(items, pa.int64())
+        return Explanations(
+            indptr=indptr,
+            tokens=self.tokens.take(take),
+            positions=self.positions[items],
+            contributions=self.contributions[items],
+            columns=self.columns[items],
+            unknown=self.unknown.take(pa.array(rows, pa.int64())),
+        )
+
+    def to_lists(self) -> list[list[dict]]:
+        """Per row, the items as ``Bundle.explain`` gives them (``kind`` ``unexpected``). A Python loop: not for hot paths."""
+        tokens, positions, contributions = self.tokens.to_pylist(), self.positions.tolist(), self.contributions.tolist()
+        return [
+            [
+                {"token": tokens[k], "position": None if positions[k] < 0 else positions[k],
+                 "contribution": contributions[k], "kind": "unexpected"}
+                for k in range(self.indptr[i], self.indptr[i + 1])
+            ]
+            for i in range(self.n_rows)
+        ]
+
+
+def _offsets(rows: np.ndarray, n: int) -> np.ndarray:
+    """CSR offsets of ``n`` rows from the (sorted) row of every item."""
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
+    return offsets
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + l)`` for every pair, without a Python loop."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    shift = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return np.arange(total, dtype=np.int64) + shift
 
 
 @dataclass
@@ -46,6 +115,7 @@ class Bundle:
     threshold_percentile: float
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
+    _column_token_cache: pa.Array | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def content_hash(self) -> str:
@@ -76,39 +146,126 @@ class Bundle:
         return group_score(errors, weights)
 
     def explain(self, sequence: str, top: int = 3) -> list[dict]:
-        """The input places that contributed most to a sequence's error, largest first.
+        """The input places that contributed most to one sequence's error, largest contribution first.
 
-        Each item: ``token`` (the raw token for an out-of-vocabulary place), ``position`` (positional encoding only),
-        ``contribution`` (its squared error divided by the vector width, so contributions add up to the error) and
-        ``kind``: ``unexpected`` (present but poorly reconstructed) or ``missing`` (absent but expected).
+        Up to ``top`` places of each kind: ``unexpected``, the places the sequence holds, ranked by their squared error
+        (poorly reconstructed parts), and ``missing``, the places it does not hold, ranked the same way (parts the
+        model expected). The ``unexpected`` items are exactly what :meth:`explain_batch` returns for the sequence.
+
+        Each item: ``token`` (for an out-of-vocabulary place, the raw unknown token: the one at that position with the
+        positional encoding, otherwise the distinct unknown tokens of the sequence in order, space-separated),
+        ``position`` (positional encoding only, else ``None``), ``contribution`` (the place's squared error divided by
+        the vector width, so the contributions of all places add up to the error) and ``kind``. A sequence with no
+        tokens has no explanation (its error is NaN).
+
+        This is the one-row reference: it reconstructs the whole row (D places). For many rows use
+        :meth:`explain_batch`.
         """
         encoded = self.vectorizer.encode([sequence])
-        if encoded.token_counts[0] == 0:
+        if encoded.token_counts[0] == 0 or top <= 0:
             return []
         contrib = self.scorer.contributions(encoded) / encoded.n_features
-        present = set(encoded.indices[encoded.indptr[0] : encoded.indptr[1]].tolist())
-        unknown = self._unknown_tokens(sequence)
-        out = []
-        for col in np.argsort(-contrib, kind="stable")[:top]:
-            if contrib[col] <= 0:
-                break
-            token, position = self.vectorizer.token_of_column(int(col))
-            if token == "<oov>" and unknown:
-                token = " ".join(unknown)
-            out.append({
-                "token": token,
-                "position": position,
-                "contribution": float(contrib[col]),
-                "kind": "unexpected" if int(col) in present else "missing",
-            })
-        return out
+        present = np.zeros(encoded.n_features, dtype=bool)
+        present[encoded.indices[encoded.indptr[0] : encoded.indptr[1]]] = True
+        labels = self._unknown_labels(sequence)
+        items = []
+        for kind, mask in (("unexpected", present), ("missing", ~present)):
+            columns = np.flatnonzero(mask)
+            ranked = columns[np.argsort(-contrib[columns], kind="stable")][:top]
+            for col in ranked[contrib[ranked] > 0].tolist():
+                token, position = self.vectorizer.token_of_column(col)
+                if token == "<oov>" and kind == "unexpected":
+                    token = labels.get(position, token)
+                items.append({"token": token, "position": position, "contribution": float(contrib[col]), "kind": kind})
+        items.sort(key=lambda item: -item["contribution"])  # stable: an unexpected place first on a tie
+        return items
 
-    def _unknown_tokens(self, sequence: str) -> list[str]:
-        from monitor.vectorize import tokenize  # noqa: PLC0415
-
-        tokens = tokenize([sequence], self.vectorizer.settings).values.to_pylist()
+    def _unknown_labels(self, sequence: str) -> dict[int | None, str]:
+        """What an OOV place of one sequence shows: by position (positional encoding) or under ``None``."""
+        s = self.vectorizer.settings
+        if not s.oov:
+            return {}
+        tokens = tokenize([sequence], s).values.to_pylist()[: s.max_length]
         known = set(self.vectorizer.vocabulary)
-        return [t for t in tokens if t not in known]
+        if s.encoding == "positional":
+            return {p: t for p, t in enumerate(tokens) if t not in known}
+        unknown = list(dict.fromkeys(t for t in tokens if t not in known))
+        return {None: " ".join(unknown)} if unknown else {}
+
+    def explain_batch(self, sequences: Sequence[str] | pa.Array, top: int = 3) -> Explanations:
+        """The ``top`` unexpected places of every sequence of a batch: :meth:`explain`'s ``unexpected`` items, in batch.
+
+        For each row, its present places ranked by squared error, largest first. The reconstruction is computed only at
+        the places a row holds (``ReconstructionScorer.present_errors``: O(nnz·hidden) per row, never the D-wide row),
+        ranked with one sort for the whole batch, and each distinct sequence of the batch is explained once.
+        """
+        arr = sequences if isinstance(sequences, pa.Array) else pa.array(sequences, pa.string())
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        distinct = pc.dictionary_encode(arr)
+        explained = self._explain_distinct(distinct.dictionary, top)
+        return explained.take(distinct.indices.to_numpy(zero_copy_only=False))
+
+    def _explain_distinct(self, sequences: pa.Array, top: int) -> Explanations:
+        v, s = self.vectorizer, self.vectorizer.settings
+        encoded = v.encode(sequences)
+        n, width = encoded.n_rows, encoded.n_features
+        contributions = self.scorer.present_errors(encoded) / width
+        # A row without tokens is all padding: it has no error (NaN) and so no explanation.
+        contributions[np.repeat(encoded.token_counts == 0, np.diff(encoded.indptr))] = 0.0
+        keep = top_per_row(encoded.indptr, contributions, max(top, 0))
+        rows = np.repeat(np.arange(n), np.diff(encoded.indptr))[keep]
+        columns = encoded.indices[keep].astype(np.int64)
+        indptr = _offsets(rows, n)
+        positional = s.encoding == "positional"
+        tokens = self._column_tokens().take(pa.array(columns))
+        u_rows, u_positions, u_values = self._unknown_tokens(sequences)
+        if s.oov:
+            is_oov = (columns % s.vocab_size if positional else columns) == OOV_INDEX
+            if is_oov.any():
+                labels = self._oov_labels(n, u_rows, u_positions, u_values, rows[is_oov], columns[is_oov])
+                tokens = pc.replace_with_mask(tokens, pa.array(is_oov), labels)
+        return Explanations(
+            indptr=indptr,
+            tokens=tokens,
+            positions=columns // s.vocab_size if positional else np.full(len(columns), -1, dtype=np.int64),
+            contributions=contributions[keep],
+            columns=columns,
+            unknown=pa.ListArray.from_arrays(pa.array(_offsets(u_rows, n), pa.int32()), u_values),
+        )
+
+    def _column_tokens(self) -> pa.Array:
+        """The token of every input column (``<pad>``, ``<oov>``, a vocabulary token), built once per bundle."""
+        if self._column_token_cache is None:
+            names = [self.vectorizer.token_of_column(c)[0] for c in range(self.vectorizer.n_features)]
+            self._column_token_cache = pa.array(names, pa.string())
+        return self._column_token_cache
+
+    def _unknown_tokens(self, sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+        """Row, position and value of every out-of-vocabulary token that the encoding kept (within ``max_length``)."""
+        s = self.vectorizer.settings
+        tokens = tokenize(sequences, s)
+        if s.oov:
+            select = self.vectorizer.token_ids(tokens) == OOV_INDEX
+        else:  # unknown tokens are dropped: no place stands for them
+            select = np.zeros(len(tokens.rows), dtype=bool)
+        if s.max_length is not None:
+            select &= tokens.positions < s.max_length
+        chosen = np.flatnonzero(select)
+        return tokens.rows[chosen], tokens.positions[chosen], tokens.values.take(pa.array(chosen, pa.int64()))
+
+    def _oov_labels(self, n, u_rows, u_positions, u_values, rows, columns) -> pa.Array:
+        """What each OOV item shows: the raw token at its position, or its row's distinct unknown tokens joined."""
+        s = self.vectorizer.settings
+        if s.encoding == "positional":
+            # Unknown tokens come in row order, then position order, so (row, position) keys are sorted.
+            keys = u_rows * s.max_length + u_positions
+            return u_values.take(pa.array(np.searchsorted(keys, rows * s.max_length + columns // s.vocab_size)))
+        codes = pc.dictionary_encode(u_values).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        _, first = np.unique(u_rows * (int(codes.max(initial=0)) + 1) + codes, return_index=True)
+        first.sort()  # first appearance of each distinct unknown token of a row, in row and token order
+        distinct = pa.ListArray.from_arrays(pa.array(_offsets(u_rows[first], n), pa.int32()), u_values.take(pa.array(first)))
+        return pc.binary_join(distinct, " ").take(pa.array(rows))
 
     def describe(self) -> dict:
         """What ``seqmon inspect`` prints."""

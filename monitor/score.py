@@ -8,6 +8,9 @@ builds the dense input matrix nor, when the output layer is linear, the dense re
   ``(|x|² - 2 x·y + |y|²) / D`` where ``|y|² = h (Wo Woᵀ) hᵀ + 2 h·(Wo bo) + |bo|²`` and ``x·y = (X @ Woᵀ)·h + X @ bo``,
   so a row costs O(k² + nnz·k) for a last hidden width k instead of O(D·k) for D input places.
 
+Explanations need the squared error of the places a row holds only (``present_errors``): the reconstruction there is
+the last hidden layer times a gather of the output kernel's columns, O(nnz·k) per row, for any output activation.
+
 Other output activations fall back to the dense reconstruction, chunk by chunk. ``tests/unit/test_keras_parity.py``
 pins both paths to ``model.predict``.
 """
@@ -58,6 +61,7 @@ class ReconstructionScorer:
         if out.kernel.shape[1] != self.n_features:
             raise ValueError(f"output width {out.kernel.shape[1]} differs from input width {self.n_features}")
         self.chunk_rows = chunk_rows
+        self._kernel_t64: np.ndarray | None = None
         self.linear_output = out.activation == "linear"
         if self.linear_output:
             kernel64 = out.kernel.astype(np.float64)
@@ -104,11 +108,56 @@ class ReconstructionScorer:
         # Rounding can leave a tiny negative where the reconstruction is near perfect; an error is never below 0.
         return np.maximum((x_sq - 2.0 * x_dot_y + y_sq) / d, 0.0)
 
+    def present_errors(self, encoded: Encoded) -> np.ndarray:
+        """Squared error ``(x - y)²`` of every stored place, aligned with ``encoded.indices`` (float64, nnz values).
+
+        The reconstruction is needed only at the places a row holds: ``y = act(h · Wo[:, col] + bo[col])``, a gather of
+        the output kernel's columns (O(nnz·k) for a last hidden width k) instead of the dense O(D·k) reconstruction.
+        The dot products run in float64 on the float32 hidden layer, so they match the dense path to float32 precision.
+        """
+        if encoded.n_features != self.n_features:
+            raise ValueError(f"encoded width {encoded.n_features} differs from the model's {self.n_features}")
+        x = sp.csr_matrix((encoded.data, encoded.indices, encoded.indptr), shape=(encoded.n_rows, self.n_features))
+        out_layer = self.layers[-1]
+        if self._kernel_t64 is None:  # (D, k) float64, once: gathers then need no conversion
+            self._kernel_t64 = np.ascontiguousarray(out_layer.kernel.T, dtype=np.float64)
+        kernel_t = self._kernel_t64
+        activation = ACTIVATIONS[out_layer.activation]
+        out = np.empty(len(encoded.indices), dtype=np.float64)
+        for start in range(0, encoded.n_rows, self.chunk_rows):
+            stop = min(start + self.chunk_rows, encoded.n_rows)
+            lo, hi = int(encoded.indptr[start]), int(encoded.indptr[stop])
+            if hi == lo:
+                continue
+            h = self.hidden(x[start:stop]).astype(np.float64)
+            rows = np.repeat(np.arange(stop - start), np.diff(encoded.indptr[start : stop + 1]))
+            # The gathered (values × k) blocks are bounded, however many places the rows hold (long count rows).
+            for a in range(lo, hi, self.chunk_rows * 4):
+                b = min(a + self.chunk_rows * 4, hi)
+                cols = encoded.indices[a:b]
+                y = np.einsum("ij,ij->i", h[rows[a - lo : b - lo]], kernel_t[cols])
+                y = activation(y + out_layer.bias[cols])
+                out[a:b] = (encoded.data[a:b].astype(np.float64) - y) ** 2
+        return out
+
     def contributions(self, encoded: Encoded, row: int = 0) -> np.ndarray:
         """Squared error per input place for one row (dense, length D): what ``explain`` ranks."""
         x = sp.csr_matrix((encoded.data, encoded.indices, encoded.indptr), shape=(encoded.n_rows, self.n_features))[row]
         y = self.reconstruct(x)[0].astype(np.float64)
         return (x.toarray()[0].astype(np.float64) - y) ** 2
+
+
+def top_per_row(indptr: np.ndarray, values: np.ndarray, top: int) -> np.ndarray:
+    """Positions (into ``values``) of the ``top`` largest positive values of every CSR row, row by row, largest first.
+
+    Ties keep the stored order (the column order of an encoded row), as a stable sort of one row does; values ≤ 0
+    are never kept. Cost: one sort of the ``nnz`` values, no Python loop per row.
+    """
+    n_rows = len(indptr) - 1
+    rows = np.repeat(np.arange(n_rows), np.diff(indptr))
+    order = np.lexsort((-values, rows))  # by row, then largest first; lexsort is stable
+    rank = np.arange(len(order)) - indptr[rows[order]]
+    return order[(rank < top) & (values[order] > 0)]
 
 
 def percentile_rank(sorted_reference: np.ndarray, errors: np.ndarray) -> np.ndarray:

@@ -224,6 +224,41 @@ def test_score_rows_reasons_and_anomalies(bundle, data, described, tmp_path, cap
     assert f"{n_anomalies:,} above the threshold" in err
 
 
+@pytest.mark.parametrize("explain, top", [("all", 3), ("all", 1), ("anomalies", 2), ("none", 3)])
+def test_score_top_tokens_are_the_unexpected_places_of_explain(bundle, data, tmp_path, capsys, explain, top):
+    from monitor.bundle import load_bundle
+
+    loaded = load_bundle(bundle)
+    sequences = lines_of(data / "test_normal.txt")[:60] + lines_of(data / "test_abnormal.txt")[::5]
+    sequences += ["zz qq " + sequences[0], sequences[1] + " ..."]  # unknown tokens; punctuation
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(sequences + ["", *sequences[:5]]) + "\n", encoding="utf-8")
+    out_csv = tmp_path / "scores.csv"
+    rc, out, err = run(capsys, "score", bundle, src, "-o", out_csv, "--explain", explain, "--top", top)
+    assert rc == 0, err
+    rows = read_score_csv(out_csv)
+    assert list(rows[0]) == SCORE_HEADER
+    assert len(rows) == len(sequences) + 6
+    explained = 0
+    for row in rows:
+        if row["reason"]:
+            assert row["top_tokens"] == ""
+            continue
+        wanted = explain == "all" or (explain == "anomalies" and row["is_anomaly"] == "1")
+        if not wanted:
+            assert row["top_tokens"] == "", row
+            continue
+        reference = [i["token"] for i in loaded.explain(row["sequence"], top=top) if i["kind"] == "unexpected"]
+        assert row["top_tokens"] == " ".join(reference), row
+        assert 1 <= len(reference) <= top
+        explained += 1
+    assert explained >= {"all": len(sequences) + 5, "anomalies": 1, "none": 0}[explain]
+    if explain == "all":
+        # OOV places show the raw unknown tokens, never the <oov> placeholder.
+        assert {"zz", "qq"} & set(rows[len(sequences) - 2]["top_tokens"].split())
+        assert not any("<oov>" in row["top_tokens"] for row in rows)
+
+
 def test_score_csv_input_with_column(bundle, data, tmp_path, capsys):
     out_csv = tmp_path / "scores.csv"
     rc, out, err = run(capsys, "score", bundle, data / "test.csv", "--column", "sequence", "-o", out_csv)

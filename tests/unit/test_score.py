@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import percentileofscore
 
-from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank
+from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank, top_per_row
 from monitor.vectorize import Encoded
 
 
@@ -45,6 +45,34 @@ def test_fast_linear_path_equals_the_dense_reconstruction():
     y = scorer.reconstruct(sp.csr_matrix(x.astype(float)))
     np.testing.assert_allclose(scorer.errors(enc), ((x - y) ** 2).mean(axis=1), rtol=1e-5)
     assert scorer.contributions(enc, 3).sum() / d == pytest.approx(scorer.errors(enc)[3], rel=1e-5)
+
+
+@pytest.mark.parametrize("output", ["linear", "relu", "sigmoid"])
+def test_present_errors_are_the_dense_squared_errors_at_the_stored_places(output):
+    rng = np.random.default_rng(3)
+    d = 30
+    layers = [
+        DenseLayer(rng.normal(size=(d, 8)), rng.normal(size=8), "relu"),
+        DenseLayer(rng.normal(size=(8, d)), rng.normal(size=d), output),
+    ]
+    scorer = ReconstructionScorer(layers, chunk_rows=4)  # several chunks, one of them holding only empty rows
+    x = (rng.random((11, d)) < 0.2) * rng.integers(1, 3, size=(11, d)).astype(np.float32)
+    x[4:8] = 0.0
+    enc = encoded_from_dense(x)
+    y = scorer.reconstruct(sp.csr_matrix(x.astype(np.float32))).astype(np.float64)
+    rows = np.repeat(np.arange(len(x)), np.diff(enc.indptr))
+    expected = (x[rows, enc.indices] - y[rows, enc.indices]) ** 2
+    assert len(expected) > 10 and np.ptp(expected) > 0
+    np.testing.assert_allclose(scorer.present_errors(enc), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_top_per_row_hand_computed():
+    indptr = np.array([0, 3, 3, 7, 9])
+    values = np.array([0.1, 0.5, 0.3, 2.0, 2.0, 0.0, 3.0, -1.0, 0.0])
+    # Row 0: 0.5, 0.3 (0.1 cut); row 1 empty; row 2: 3.0, then the tie 2.0/2.0 in stored order; row 3: nothing > 0.
+    assert top_per_row(indptr, values, 2).tolist() == [1, 2, 6, 3]
+    assert top_per_row(indptr, values, 3).tolist() == [1, 2, 0, 6, 3, 4]
+    assert top_per_row(indptr, values, 0).tolist() == []
 
 
 def test_percentile_rank_is_scipys_weak_kind():
