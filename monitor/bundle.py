@@ -115,7 +115,7 @@ class Bundle:
     threshold_percentile: float
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
-    _column_token_cache: pa.Array | None = field(default=None, init=False, repr=False, compare=False)
+    _column_token_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def content_hash(self) -> str:
@@ -167,30 +167,29 @@ class Bundle:
         contrib = self.scorer.contributions(encoded) / encoded.n_features
         present = np.zeros(encoded.n_features, dtype=bool)
         present[encoded.indices[encoded.indptr[0] : encoded.indptr[1]]] = True
-        labels = self._unknown_labels(sequence)
+        column_oov = self._column_table()[2]
         items = []
         for kind, mask in (("unexpected", present), ("missing", ~present)):
             columns = np.flatnonzero(mask)
             ranked = columns[np.argsort(-contrib[columns], kind="stable")][:top]
             for col in ranked[contrib[ranked] > 0].tolist():
                 token, position = self.vectorizer.token_of_column(col)
-                if token == "<oov>" and kind == "unexpected":
-                    token = labels.get(position, token)
+                if kind == "unexpected" and column_oov[col]:
+                    token = self._unknown_label(sequence, int(column_oov[col]), position) or token
                 items.append({"token": token, "position": position, "contribution": float(contrib[col]), "kind": kind})
         items.sort(key=lambda item: -item["contribution"])  # stable: an unexpected place first on a tie
         return items
 
-    def _unknown_labels(self, sequence: str) -> dict[int | None, str]:
-        """What an OOV place of one sequence shows: by position (positional encoding) or under ``None``."""
+    def _unknown_label(self, sequence: str, oov_kind: int, position: int | None) -> str | None:
+        """What an OOV place of one sequence shows (see ``_OOV_AT_POSITION`` and the others); None if nothing."""
         s = self.vectorizer.settings
-        if not s.oov:
-            return {}
-        tokens = tokenize([sequence], s).values.to_pylist()[: s.max_length]
+        tokens = tokenize([sequence], s).values.to_pylist()
         known = set(self.vectorizer.vocabulary)
-        if s.encoding == "positional":
-            return {p: t for p, t in enumerate(tokens) if t not in known}
-        unknown = list(dict.fromkeys(t for t in tokens if t not in known))
-        return {None: " ".join(unknown)} if unknown else {}
+        if oov_kind == _OOV_AT_POSITION:
+            token = tokens[position] if position is not None and position < len(tokens) else None
+            return token if token is not None and token not in known else None
+        kept = tokens[: s.max_length] if oov_kind == _OOV_KEPT else tokens
+        return " ".join(dict.fromkeys(t for t in kept if t not in known)) or None
 
     def explain_batch(self, sequences: Sequence[str] | pa.Array, top: int = 3) -> Explanations:
         """The ``top`` unexpected places of every sequence of a batch: :meth:`explain`'s ``unexpected`` items, in batch.
@@ -217,55 +216,68 @@ class Bundle:
         rows = np.repeat(np.arange(n), np.diff(encoded.indptr))[keep]
         columns = encoded.indices[keep].astype(np.int64)
         indptr = _offsets(rows, n)
-        positional = s.encoding == "positional"
-        tokens = self._column_tokens().take(pa.array(columns))
-        u_rows, u_positions, u_values = self._unknown_tokens(sequences)
-        if s.oov:
-            is_oov = (columns % s.vocab_size if positional else columns) == OOV_INDEX
-            if is_oov.any():
-                labels = self._oov_labels(n, u_rows, u_positions, u_values, rows[is_oov], columns[is_oov])
-                tokens = pc.replace_with_mask(tokens, pa.array(is_oov), labels)
+        names, column_positions, column_oov = self._column_table()
+        tokens = names.take(pa.array(columns))
+        kind = column_oov[columns]
+        u_rows, u_positions, u_values, u_kept = self._unknown_tokens(sequences)
+        for oov_kind in (_OOV_AT_POSITION, _OOV_KEPT, _OOV_ALL):
+            mask = kind == oov_kind
+            if not mask.any():
+                continue
+            if oov_kind == _OOV_AT_POSITION:
+                labels = _labels_at_position(
+                    u_rows[u_kept], u_positions[u_kept], u_values.filter(pa.array(u_kept)), s.max_length or 1,
+                    rows[mask], column_positions[columns[mask]],
+                )
+            else:
+                select = u_kept if oov_kind == _OOV_KEPT else np.ones(len(u_rows), dtype=bool)
+                labels = _distinct_labels(n, u_rows[select], u_values.filter(pa.array(select)), rows[mask])
+            tokens = pc.replace_with_mask(tokens, pa.array(mask), labels)
         return Explanations(
             indptr=indptr,
             tokens=tokens,
-            positions=columns // s.vocab_size if positional else np.full(len(columns), -1, dtype=np.int64),
+            positions=column_positions[columns],
             contributions=contributions[keep],
             columns=columns,
-            unknown=pa.ListArray.from_arrays(pa.array(_offsets(u_rows, n), pa.int32()), u_values),
+            unknown=pa.ListArray.from_arrays(
+                pa.array(_offsets(u_rows[u_kept], n), pa.int32()), u_values.filter(pa.array(u_kept))
+            ),
         )
 
-    def _column_tokens(self) -> pa.Array:
-        """The token of every input column (``<pad>``, ``<oov>``, a vocabulary token), built once per bundle."""
+    def _column_table(self) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+        """Per input column, built once per bundle: its name (``<pad>``, ``<oov>``, a vocabulary token, ``<shape
+        A9>``, ``<length 3>``), its position (-1 for none) and which unknown tokens an OOV place stands for."""
         if self._column_token_cache is None:
-            names = [self.vectorizer.token_of_column(c)[0] for c in range(self.vectorizer.n_features)]
-            self._column_token_cache = pa.array(names, pa.string())
+            v, s = self.vectorizer, self.vectorizer.settings
+            named = [v.token_of_column(c) for c in range(v.n_features)]
+            names = pa.array([name for name, _ in named], pa.string())
+            positions = np.array([-1 if p is None else p for _, p in named], dtype=np.int64)
+            oov = np.zeros(v.n_features, dtype=np.int8)
+            if s.oov:
+                channels = s.channels()
+                start, width = channels["tokens"]
+                columns = np.arange(start, start + width)
+                positional = s.encoding == "positional"
+                at_oov = (columns % s.vocab_size if positional else columns) == OOV_INDEX
+                oov[columns[at_oov]] = _OOV_AT_POSITION if positional else _OOV_KEPT
+                if "bag" in channels:
+                    oov[channels["bag"][0] + OOV_INDEX] = _OOV_ALL
+            self._column_token_cache = (names, positions, oov)
         return self._column_token_cache
 
-    def _unknown_tokens(self, sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array]:
-        """Row, position and value of every out-of-vocabulary token that the encoding kept (within ``max_length``)."""
+    def _unknown_tokens(self, sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]:
+        """Row, position and value of every out-of-vocabulary token, and whether the encoding kept it (within
+        ``max_length``; the bag keeps all)."""
         s = self.vectorizer.settings
         tokens = tokenize(sequences, s)
         if s.oov:
             select = self.vectorizer.token_ids(tokens) == OOV_INDEX
         else:  # unknown tokens are dropped: no place stands for them
             select = np.zeros(len(tokens.rows), dtype=bool)
-        if s.max_length is not None:
-            select &= tokens.positions < s.max_length
         chosen = np.flatnonzero(select)
-        return tokens.rows[chosen], tokens.positions[chosen], tokens.values.take(pa.array(chosen, pa.int64()))
-
-    def _oov_labels(self, n, u_rows, u_positions, u_values, rows, columns) -> pa.Array:
-        """What each OOV item shows: the raw token at its position, or its row's distinct unknown tokens joined."""
-        s = self.vectorizer.settings
-        if s.encoding == "positional":
-            # Unknown tokens come in row order, then position order, so (row, position) keys are sorted.
-            keys = u_rows * s.max_length + u_positions
-            return u_values.take(pa.array(np.searchsorted(keys, rows * s.max_length + columns // s.vocab_size)))
-        codes = pc.dictionary_encode(u_values).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        _, first = np.unique(u_rows * (int(codes.max(initial=0)) + 1) + codes, return_index=True)
-        first.sort()  # first appearance of each distinct unknown token of a row, in row and token order
-        distinct = pa.ListArray.from_arrays(pa.array(_offsets(u_rows[first], n), pa.int32()), u_values.take(pa.array(first)))
-        return pc.binary_join(distinct, " ").take(pa.array(rows))
+        positions = tokens.positions[chosen]
+        kept = positions < s.max_length if s.max_length is not None else np.ones(len(chosen), dtype=bool)
+        return tokens.rows[chosen], positions, tokens.values.take(pa.array(chosen, pa.int64())), kept
 
     def describe(self) -> dict:
         """What ``seqmon inspect`` prints."""
@@ -284,6 +296,26 @@ class Bundle:
             "layers": [f"{l.kernel.shape[0]}→{l.kernel.shape[1]} {l.activation}" for l in self.scorer.layers],
             **self.metadata,
         }
+
+
+#: What an out-of-vocabulary place of an explanation shows: the unknown token at its position (positional
+#: encoding), the row's distinct unknown tokens within max_length (bag encodings), or all of them (the bag channel).
+_OOV_AT_POSITION, _OOV_KEPT, _OOV_ALL = 1, 2, 3
+
+
+def _labels_at_position(u_rows, u_positions, u_values: pa.Array, max_length: int, rows, positions) -> pa.Array:
+    """The unknown token at each (row, position); unknown tokens come in row, then position order (sorted keys)."""
+    keys = u_rows * max_length + u_positions
+    return u_values.take(pa.array(np.searchsorted(keys, rows * max_length + positions)))
+
+
+def _distinct_labels(n: int, u_rows, u_values: pa.Array, rows) -> pa.Array:
+    """Each row's distinct unknown tokens in order of first appearance, space-joined, taken for ``rows``."""
+    codes = pc.dictionary_encode(u_values).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    _, first = np.unique(u_rows * (int(codes.max(initial=0)) + 1) + codes, return_index=True)
+    first.sort()
+    distinct = pa.ListArray.from_arrays(pa.array(_offsets(u_rows[first], n), pa.int32()), u_values.take(pa.array(first)))
+    return pc.binary_join(distinct, " ").take(pa.array(rows))
 
 
 def _sha256(path: Path) -> str:

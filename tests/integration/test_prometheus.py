@@ -397,6 +397,15 @@ def test_rules_and_dashboards_evaluate_and_the_deviation_alert_fires(
         incident_start_s = (base + 3 * WINDOW_S * 1000) / 1000
         window_starts = 'seqmon_window_start_timestamp_seconds{job="seqmon"}'
         pages = 'ALERTS{alertname="SeqmonWindowDeviation"}'
+        # The page reaches ALERTS' history at a rule evaluation; a 1 s step grid can end just before that sample, so
+        # poll until the history holds it, then check the whole span up to then.
+        def paged_topics():
+            body = prom.api("/api/v1/query_range", query=pages, start=started_s - 30, end=time.time(), step="1s")
+            topics = {s["metric"]["topic"] for s in body["data"]["result"]}
+            assert topics, "no page in ALERTS' history yet"
+            return topics
+
+        assert wait_for(paged_topics, "the page to appear in ALERTS' history", procs) == {deviating}
         body = prom.api(
             "/api/v1/query_range",
             query=f"{pages} and on (instance, topic) ({window_starts} != {incident_start_s})",
@@ -405,8 +414,6 @@ def test_rules_and_dashboards_evaluate_and_the_deviation_alert_fires(
             step="1s",
         )
         assert body["status"] == "success" and body["data"]["result"] == [], body
-        body = prom.api("/api/v1/query_range", query=pages, start=started_s - 30, end=time.time(), step="1s")
-        assert {s["metric"]["topic"] for s in body["data"]["result"]} == {deviating}, body
 
         # Once the deviating window has closed, the fleet mean error (sums over the last hour) shows it too. Polled:
         # the recording rule is evaluated on its own schedule, after the window's counters were scraped.

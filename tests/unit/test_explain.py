@@ -12,12 +12,13 @@ import pytest
 
 from monitor.bundle import load_bundle
 from monitor.generate import SeedLikeGenerator
-from monitor.train import preset, train_bundle
+from monitor.train import settings_for, train_bundle
 
 pytestmark = pytest.mark.slow
 
 #: name → (preset, overrides): one bundle per encoding, trained for a few epochs on 1,500 rows (seconds each).
 BUNDLES = {
+    "auto": ("auto", {}),  # positional tokens, counts of all tokens, shapes and the length
     "positional": ("seed", {}),
     "multi_hot_oov": ("original", {"oov": True}),
     "multi_hot_no_oov": ("original", {}),
@@ -29,9 +30,10 @@ TINY = {"epochs": 3, "hidden": (16,), "bottleneck": 4}
 @pytest.fixture(scope="module", params=list(BUNDLES))
 def bundle(request, tmp_path_factory):
     name, overrides = BUNDLES[request.param]
-    vec, mod = preset(name, **TINY, **overrides)
+    train = SeedLikeGenerator(3).normal(1500)
+    vec, mod, _ = settings_for(name, train, **TINY, **overrides)
     path = tmp_path_factory.mktemp(request.param) / "bundle"
-    train_bundle(SeedLikeGenerator(3).normal(1500), path, vec, mod, verbose=0, log=lambda m: None)
+    train_bundle(train, path, vec, mod, verbose=0, log=lambda m: None)
     return load_bundle(path)
 
 
@@ -99,13 +101,21 @@ def test_unknown_tokens_are_shown_raw(bundle):
     explained = bundle.explain_batch(rows, top=100)
     unknown = explained.unknown.to_pylist()
     lists = explained.to_lists()
-    oov_items = [[i for i in items if i["token"] not in bundle.vectorizer.vocabulary and i["token"] != "<pad>"]
+    # Shape and length places read <shape A9>, <length 3>: not tokens.
+    oov_items = [[i for i in items if i["token"] not in bundle.vectorizer.vocabulary and not i["token"].startswith("<")]
                  for items in lists]
     if not s.oov:  # unknown tokens are dropped before encoding: nothing stands for them
         assert unknown == [[], [], [], []]
         assert oov_items == [[], [], [], []]
         return
-    if s.encoding == "positional":
+    if s.bag != "none":  # positional places show the token there; the bag's OOV place all unknown ones, however far
+        assert unknown == [["zz", "qq"], ["zz", "qq", "zz"], [], []]
+        key = lambda i: (-1 if i["position"] is None else i["position"], i["token"])  # noqa: E731
+        assert sorted(map(key, oov_items[0])) == [(-1, "zz qq"), (1, "zz"), (3, "qq")]
+        assert sorted(map(key, oov_items[1])) == [(-1, "zz qq"), (0, "zz"), (1, "qq"), (2, "zz")]
+        assert sorted(map(key, oov_items[2])) == [(-1, "zz")]  # past max_length 4: only the bag saw it
+        assert oov_items[3] == []
+    elif s.encoding == "positional":
         assert unknown == [["zz", "qq"], ["zz", "qq", "zz"], [], []]
         assert sorted((i["position"], i["token"]) for i in oov_items[0]) == [(1, "zz"), (3, "qq")]
         assert sorted((i["position"], i["token"]) for i in oov_items[1]) == [(0, "zz"), (1, "qq"), (2, "zz")]
