@@ -21,9 +21,13 @@ def replay_daemon(
     topic: str = "replay",
     metrics_port: int | None = None,
     settings_overrides: tuple[str, ...] = (),
+    state_dir: str | Path | None = None,
 ):
     """Run the daemon (:class:`monitor.run.Daemon`) over a timestamped CSV to its end; it holds the closed windows,
-    assessed, in ``closed_windows``, and its registry.  State goes to a temporary directory: a replay is one-shot."""
+    assessed, in ``closed_windows``, and its registry.  State goes to ``state_dir`` when given: a later replay of the
+    same (grown) file with the same state resumes after the rows already counted, with the windows still open then;
+    otherwise to a temporary directory, and the replay is one-shot."""
+    import contextlib  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
@@ -32,8 +36,12 @@ def replay_daemon(
     from monitor.run import Daemon  # noqa: PLC0415
     from monitor.source import FileSource  # noqa: PLC0415
 
-    source = FileSource(stream, topic=topic)
-    with tempfile.TemporaryDirectory(prefix="seqmon-replay-") as state:
+    source = FileSource(stream, topic=topic, final=state_dir is None)
+    with contextlib.ExitStack() as stack:
+        if state_dir is None:
+            state = stack.enter_context(tempfile.TemporaryDirectory(prefix="seqmon-replay-"))
+        else:
+            state = str(state_dir)
         settings = load_settings(None, env={}, overrides=[
             f"model.bundle={bundle_path}", f"state.directory={state}", f"window.size_seconds={window_size_s}",
             f"window.allowed_lateness_seconds={lateness_s}", "window.idle_close_interval_seconds=0",
@@ -56,6 +64,7 @@ def _replay(
     output: str = "table",
     report: str | None = None,
     settings_overrides: tuple[str, ...] = (),
+    state_dir: str | None = None,
 ) -> list:
     """Replay a timestamped CSV through the daemon itself, with a file as its source, and print each closed window
     (a table, or one JSON object per line with ``output="jsonl"``); write the HTML report if ``report`` is a path."""
@@ -65,7 +74,9 @@ def _replay(
 
     from monitor.pipeline import REPORT_HEADER, format_window, window_record  # noqa: PLC0415
 
-    daemon = replay_daemon(bundle_path, stream, window_size_s, lateness_s, topic, metrics_port, settings_overrides)
+    daemon = replay_daemon(
+        bundle_path, stream, window_size_s, lateness_s, topic, metrics_port, settings_overrides, state_dir=state_dir
+    )
     settings = daemon.settings
     if output == "jsonl":
         for window in daemon.closed_windows:
@@ -94,7 +105,7 @@ def _replay(
 def cmd_replay(args) -> int:
     _replay(
         args.bundle, args.input, args.window_size, args.allowed_lateness, args.topic, args.metrics_port,
-        output=args.output, report=args.report, settings_overrides=tuple(args.set or ()),
+        output=args.output, report=args.report, settings_overrides=tuple(args.set or ()), state_dir=args.state_dir,
     )
     return 0
 
@@ -159,4 +170,10 @@ def register(sub) -> None:
     r.add_argument("--output", choices=("table", "jsonl"), default="table", help="table (default) or one JSON object per window")
     r.add_argument("--report", metavar="FILE.html", help="also write a self-contained HTML page with the hourly chart")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a setting, e.g. deviation.page_shift=5")
+    r.add_argument(
+        "--state-dir", metavar="DIR",
+        help="keep the windows and the file position here: replaying the same file again (grown since) resumes after "
+        "the rows already counted instead of counting them twice; the last window stays open until later rows close "
+        "it (default: a temporary directory, one-shot, every window closed at the end)",
+    )
     r.set_defaults(func=cmd_replay)

@@ -130,6 +130,12 @@ class Daemon:
             )
         self.source = source
         assigned = self.source.assignment()
+        # A source that knows its partitions at start (a file) resumes where the checkpoint left off; a consumer
+        # group's partitions arrive later, through _on_assign.
+        restored = {(t, p): self.offsets[_key(t, p)] for t, p in assigned if _key(t, p) in self.offsets}
+        if restored:
+            self.source.seek(restored)
+            log.info("resuming %s", ", ".join(f"{_key(t, p)} at {o}" for (t, p), o in sorted(restored.items())))
         self.pipeline.windower.assign(assigned, now_ms=int(self.clock() * 1000))
         for topic in {t for t, _ in assigned}:
             self.metrics.init_topic(topic, REASONS)
@@ -166,7 +172,8 @@ class Daemon:
                 if batch is not None:
                     self.process(batch)
                 elif self.source.finished:
-                    self._close_all()
+                    if getattr(self.source, "final", True):
+                        self._close_all()
                     break
                 self._between_batches()
         finally:

@@ -71,12 +71,18 @@ def check_subscription(topics, pattern) -> None:
 
 class FileSource:
     """A finite source over a timestamped CSV (``timestamp_ms, sequence[, weight]``), with the ``KafkaSource``
-    methods the daemon calls: one partition, offsets are row numbers, so a checkpoint resumes a replay."""
+    methods the daemon calls: one partition, offsets are row numbers, so a checkpoint resumes a replay.
 
-    def __init__(self, path: str | Path, topic: str = "replay", batch_size: int = 50_000):
+    ``final``: the file's end is the end of the input, and the daemon closes every open window there; otherwise the
+    input is only paused (the file may grow), and windows close by their watermark alone, so a later replay that
+    resumes from the checkpoint can still fill the last window."""
+
+    def __init__(self, path: str | Path, topic: str = "replay", batch_size: int = 50_000, final: bool = True):
         from monitor.pipeline import read_stream_csv  # noqa: PLC0415
 
         self.topic = topic
+        self.path = Path(path)
+        self.final = final
         self._batches = list(read_stream_csv(path, topic=topic, batch_size=batch_size))
         self._rows = sum(len(b) for b in self._batches)
         self._next = 0  # index of the next batch
@@ -99,6 +105,34 @@ class FileSource:
 
     def assignment(self) -> list[tuple[str, int]]:
         return [(self.topic, 0)]
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Read on from row ``offsets[(topic, 0)]`` (a checkpoint's position): earlier rows are skipped, not re-read."""
+        import dataclasses  # noqa: PLC0415
+
+        unknown = sorted(k for k in offsets if k != (self.topic, 0))
+        if unknown:
+            raise ValueError(f"a file source has one partition, {self.topic}/0; cannot seek {unknown}")
+        target = int(offsets.get((self.topic, 0), self._position))
+        if not 0 <= target <= self._rows:
+            raise InputError(
+                f"{self.path}: the saved state resumes at row {target:,} but the file has {self._rows:,} rows; it is "
+                "not the file (or a grown copy of the file) that state belongs to: use another state directory"
+            )
+        kept, start = [], 0
+        for batch in self._batches:
+            end = start + len(batch)
+            if end > target:
+                cut = max(0, target - start)
+                kept.append(batch if cut == 0 else dataclasses.replace(
+                    batch,
+                    values=batch.values[cut:],
+                    timestamps_ms=batch.timestamps_ms[cut:],
+                    topics=batch.topics[cut:],
+                    weights=None if batch.weights is None else batch.weights[cut:],
+                ))
+            start = end
+        self._batches, self._next, self._position = kept, 0, target
 
     def commit(self, offsets) -> None:
         """Nothing to commit: the checkpoint in the state directory holds the position."""

@@ -81,3 +81,45 @@ def test_html_report_renders_in_a_headless_browser(bundle_path, stream, tmp_path
     assert width > 500  # the shift line was laid out across the chart (5 of 6 hours have a shift)
     assert dom.stdout.count('class="flag flag-page"') == 1  # the incident hour is shaded
     assert dom.stdout.count('class="threshold-page"') == 1
+
+
+def test_a_kept_state_directory_resumes_instead_of_counting_again(bundle_path, stream, tmp_path, capsys):
+    """The file grows between two replays with --state-dir: the second counts only the new rows, the windows of both
+    runs are those of one replay of the whole file, and a third run over the unchanged file adds nothing."""
+    lines = stream.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    cut = len(rows) * 5 // 12  # in the middle of hour 2: its window must stay open across the runs
+    growing = tmp_path / "growing.csv"
+    state = tmp_path / "state"
+    whole = [json.loads(line) for line in replay(capsys, bundle_path, stream, "--output", "jsonl")[0].splitlines()]
+
+    growing.write_text("\n".join([header, *rows[:cut]]) + "\n")
+    out, err = replay(capsys, bundle_path, growing, "--output", "jsonl", "--state-dir", state)
+    first = [json.loads(line) for line in out.splitlines()]
+    assert f"{cut:,} records replayed" in err and "0 late" in err
+    assert [o["window_start"] for o in first] == [o["window_start"] for o in whole[:2]]  # hour 2 stays open
+
+    growing.write_text("\n".join([header, *rows]) + "\n")
+    out, err = replay(capsys, bundle_path, growing, "--output", "jsonl", "--state-dir", state)
+    second = [json.loads(line) for line in out.splitlines()]
+    assert f"{len(rows) - cut:,} records replayed" in err and "0 late" in err
+    # The last hour closes only when the input ends; with a kept state the file may still grow, so it stays open.
+    assert [o["window_start"] for o in first + second] == [o["window_start"] for o in whole[:HOURS - 1]]
+    for got, want in zip(first + second, whole, strict=False):
+        assert got["records"] == want["records"]
+        assert got["mean_error"] == pytest.approx(want["mean_error"], rel=1e-6)
+        assert got["deviating"] == want["deviating"]
+
+    out, err = replay(capsys, bundle_path, growing, "--output", "jsonl", "--state-dir", state)
+    assert out == "" and "0 records replayed" in err
+
+
+def test_a_state_directory_of_a_longer_file_is_refused(bundle_path, stream, tmp_path, capsys):
+    state = tmp_path / "state"
+    replay(capsys, bundle_path, stream, "--state-dir", state)
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(stream.read_text().splitlines()[:100]) + "\n")
+    capsys.readouterr()
+    assert main(["replay", str(bundle_path), str(short), "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resumes at row 18,000" in err[0] and "use another state directory" in err[0], err
