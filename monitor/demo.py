@@ -112,7 +112,7 @@ def cmd_replay(args) -> int:
 
 def cmd_demo(args) -> int:
     from monitor.generate import write_dataset  # noqa: PLC0415
-    from monitor.train import preset, train_bundle  # noqa: PLC0415
+    from monitor.train import settings_for, train_bundle  # noqa: PLC0415
 
     if args.hours < 2:
         raise ConfigError("--hours must be at least 2: each hour is compared with the one before")
@@ -132,9 +132,13 @@ def cmd_demo(args) -> int:
         abnormal_hours={args.abnormal_hour: 0.3},
     )
     print("2/3 training a bundle on the normal traffic", file=sys.stderr)
-    vec, mod = preset("seed", epochs=args.epochs, seed=args.seed)
     sequences = Path(paths["train.txt"]).read_text(encoding="utf-8").splitlines()
-    train_bundle(sequences, workdir / "bundle", vec, mod, verbose=0, log=lambda m: print("    " + m, file=sys.stderr), preset_name="seed")
+    vec, mod, choices = settings_for("auto", sequences, epochs=args.epochs, seed=args.seed)
+    print("    preset auto chose, from the training data:\n" + "\n".join(f"      - {c}" for c in choices), file=sys.stderr)
+    train_bundle(
+        sequences, workdir / "bundle", vec, mod, verbose=0, log=lambda m: print("    " + m, file=sys.stderr),
+        preset_name="auto", choices=choices,
+    )
     print("3/3 replaying the timestamped stream through hourly windows\n", file=sys.stderr)
     report = workdir / "report.html"
     _replay(workdir / "bundle", paths["stream.csv"], 3600, 300, "demo", args.metrics_port, report=str(report))

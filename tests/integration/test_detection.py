@@ -99,3 +99,19 @@ def test_bundle_reload_keeps_the_old_bundle_when_the_new_one_is_broken(bundle, t
     assert daemon.pipeline.bundle is not old
     assert reg.get_sample_value("seqmon_bundle_reloads_total", {"result": "success"}) == 1
     assert reg.get_sample_value("seqmon_bundle_info", {"content_hash": old.content_hash, "created_at": old.metadata["created_at"], "path": str(path)}) == 1
+
+
+def test_seqmon_demo_runs_end_to_end(tmp_path, capsys):
+    """The README's first command, small: generate, train with the default preset, replay, report."""
+    from monitor.cli import main
+
+    work = tmp_path / "demo"
+    rc = main(["demo", "--workdir", str(work), "--hours", "3", "--records-per-hour", "2000", "--train", "3000",
+               "--epochs", "3", "--abnormal-hour", "2"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "preset auto chose" in err and "max_length 4" in err
+    rows = [line for line in out.splitlines() if line.startswith("20")]
+    assert len(rows) == 3 and all(" demo " in row for row in rows)
+    assert "6,000 records replayed: 0 invalid, 0 late, 3 windows closed" in err
+    assert (work / "report.html").stat().st_size > 1000 and (work / "bundle" / "bundle.json").exists()
