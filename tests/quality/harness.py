@@ -300,7 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn\"" else value
+        try:  # numbers, true/false, lists (hidden=[128]); "none" for max_length; anything else stays a string
+            overrides[key] = None if value.lower() == "none" else json.loads(value)
+        except ValueError:
+            overrides[key] = value
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="seqmon-quality-"))
     results = []
     for c in configs:
