@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from monitor.errors import BundleError, ConfigError
 from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank, top_per_row
-from monitor.vectorize import OOV_INDEX, Vectorizer, VectorizerSettings, tokenize
+from monitor.vectorize import OOV_INDEX, Vectorizer, VectorizerSettings, _ranges, tokenize
 
 FORMAT_VERSION = 2
 #: Version 1 stored vocabulary.json as a plain list of tokens and had no token shapes; it loads unchanged.
@@ -93,15 +93,6 @@ def _offsets(rows: np.ndarray, n: int) -> np.ndarray:
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
     return offsets
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + l)`` for every pair, without a Python loop."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-    return np.arange(total, dtype=np.int64) + shift
 
 
 @dataclass
