@@ -149,7 +149,8 @@ def cmd_train(args) -> int:
         mod,
         choices=choices,
         threshold_percentile=args.threshold_percentile,
-        verbose=0 if args.quiet else 1,
+        # A progress bar on a terminal; in a log file or a pipe, one line per epoch (no redraws, no escape codes).
+        verbose=0 if args.quiet else (1 if sys.stdout.isatty() else 2),
         log=_err,
         preset_name=args.preset,
     )

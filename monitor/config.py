@@ -567,12 +567,15 @@ class LogSettings(_Section):
         ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or ``CRITICAL`` (any case; stored upper case).
     invalid_log_interval_seconds : int
         Invalid records are logged at most once per this period, s (counts still go to the metrics); 0 = no limit.
+    format : str
+        ``text`` (readable lines) or ``json`` (one JSON object per line, for log shippers).
     """
 
     SECTION: ClassVar[str] = "log"
 
     level: str = "INFO"
     invalid_log_interval_seconds: int = 10
+    format: str = "text"
 
     def __post_init__(self) -> None:
         if isinstance(self.level, str):
@@ -580,6 +583,7 @@ class LogSettings(_Section):
             object.__setattr__(self, "level", self.level.upper())
         self._choice("level", _LOG_LEVELS)
         self._int("invalid_log_interval_seconds", 0)
+        self._choice("format", ("text", "json"))
 
 
 @dataclass(frozen=True)

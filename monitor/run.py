@@ -284,7 +284,7 @@ class Daemon:
         for window in closed:
             figures = self.baseline.assess(window)
             self.metrics.record_closed_window(window, now)
-            log.info("window closed %s", json.dumps(figures, allow_nan=True, default=float))
+            log.info("window closed %s", json.dumps(figures, allow_nan=True, default=float), extra={"fields": {"window": figures}})
             if self.sink is not None and self.settings.kafka.results_topic:
                 self.sink.result(self.settings.kafka.results_topic, f"{window.topic}/{window.start_ms}", figures)
         self.closed_windows.extend(closed)
@@ -387,9 +387,13 @@ def _next_offsets(batch: RecordBatch) -> dict[str, int]:
 
 def cmd_run(args) -> int:
     from monitor.config import load_settings  # noqa: PLC0415
+    from monitor.logs import configure_logging  # noqa: PLC0415
 
-    settings = load_settings(args.config, overrides=args.set or [])
-    logging.basicConfig(level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides = list(args.set or [])
+    if args.log_format:
+        overrides.append(f"log.format={args.log_format}")
+    settings = load_settings(args.config, overrides=overrides)
+    configure_logging(settings.log.level, settings.log.format)
     daemon = Daemon(settings)
     daemon.install_signal_handlers()
     daemon.start()
@@ -401,5 +405,6 @@ def register(sub) -> None:
     r = sub.add_parser("run", help="the Kafka daemon: score a stream, close hourly windows, serve Prometheus metrics")
     r.add_argument("--config", help="TOML settings file (see config/seqmon.toml)")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)")
+    r.add_argument("--log-format", choices=("text", "json"), help="log lines as text or one JSON object each (log.format)")
     r.set_defaults(func=cmd_run)
 

@@ -505,3 +505,16 @@ def test_score_into_a_missing_folder_and_train_onto_a_file_are_user_errors(bundl
     target.write_text("x")
     assert main(["train", str(data / "train.txt"), "--out", str(target)]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_train_writes_one_line_per_epoch_into_a_pipe(data, tmp_path):
+    """Not a terminal (a log file, a pipe): no progress-bar redraws or escape codes, one line per epoch."""
+    run_ = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "train", str(data / "train.txt"), "--out", str(tmp_path / "b"),
+         "--epochs", "2", "--patience", "0"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], check=False,
+    )
+    assert run_.returncode == 0, run_.stderr
+    output = run_.stdout + run_.stderr
+    assert not any(c in output for c in ("\r", "\x1b", "\x08")), repr(output[-500:])
+    assert len([line for line in run_.stdout.splitlines() if line.startswith("Epoch ")]) == 2, run_.stdout
