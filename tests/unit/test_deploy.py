@@ -375,6 +375,7 @@ def test_compose_services():
 
     seqmon = services["seqmon"]
     assert seqmon["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+    assert seqmon["read_only"] is True and seqmon["user"] == "10001:10001" and "/tmp" in seqmon["tmpfs"]
     assert (COMPOSE.parent / seqmon["build"]["context"] / seqmon["build"]["dockerfile"]).resolve() == DOCKERFILE
     env = seqmon["environment"]
     assert env["SEQMON_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
