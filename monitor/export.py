@@ -18,7 +18,7 @@ import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from prometheus_client import (
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from monitor.deviation import DeviationSettings
     from monitor.window import ClosedWindow, PartitionProgress
 
-__all__ = ["ERROR_BUCKETS", "METRICS_DOC", "MetricDoc", "Metrics", "metrics_table", "serve"]
+__all__ = ["ERROR_BUCKETS", "METRICS_DOC", "MetricDoc", "Metrics", "json_safe", "metrics_table", "serve"]
 
 
 class MetricDoc(NamedTuple):
@@ -278,6 +278,24 @@ ERROR_BUCKETS: tuple[float, ...] = tuple(float(f"{10 ** (k / 2):.3g}") for k in 
 _BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` made JSON-safe for what seqmon writes out (results, JSON log lines): NaN and ±inf as None, NumPy
+    scalars and arrays as plain values, dict keys as strings; any other unknown object as its ``str``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
 def metrics_table() -> str:

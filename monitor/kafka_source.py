@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable
 from itertools import chain
@@ -24,6 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from monitor.errors import ConfigError, MonitorError
+from monitor.export import json_safe
 from monitor.pipeline import RecordBatch
 from monitor.source import check_subscription
 
@@ -269,21 +269,6 @@ class KafkaSource:
             raise
 
 
-def _json_safe(value):
-    """``value`` with NaN / ±inf as None and NumPy scalars and arrays as plain Python values."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
 class KafkaSink:
     """Producer for the dead-letter and results topics.
 
@@ -323,7 +308,7 @@ class KafkaSink:
 
     def result(self, topic: str, key: str, value: dict) -> None:
         """One JSON record (NaN and ±inf as null) under a UTF-8 key."""
-        payload = json.dumps(_json_safe(value), allow_nan=False, separators=(",", ":")).encode("utf-8")
+        payload = json.dumps(json_safe(value), allow_nan=False, separators=(",", ":")).encode("utf-8")
         self._send(topic, payload, key=key.encode("utf-8"))
 
     def flush(self, timeout_s: float = 30) -> None:

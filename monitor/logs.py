@@ -9,26 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.export import json_safe
+
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities as null, numpy scalars as numbers, anything else unknown as its string."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    item = getattr(value, "item", None)  # numpy scalars
-    return _json_safe(item()) if callable(item) else str(value)
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            doc.update({k: v for k, v in _json_safe(fields).items() if k not in doc})
+            doc.update({k: v for k, v in json_safe(fields).items() if k not in doc})
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False, allow_nan=False)
