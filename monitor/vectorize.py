@@ -312,7 +312,7 @@ class Vectorizer:
         s = self.settings
         tokens = tokenize(sequences, s)
         n = len(tokens.counts)
-        ids = self.token_ids(tokens)
+        ids = all_ids = self.token_ids(tokens)
         rows, positions = tokens.rows, tokens.positions
         if not s.oov:
             # The original dropped unknown tokens before padding, so the later tokens move up a place.
@@ -332,7 +332,7 @@ class Vectorizer:
             indptr, indices, data = _csr_sum(rows, ids, n, s.vocab_size)
             data = np.log1p(data) if s.encoding == "counts" else np.minimum(data, 1.0)
         if s.bag != "none" or s.shapes or s.length_signal:
-            indptr, indices, data = self._with_channels(tokens, indptr, indices, data)
+            indptr, indices, data = self._with_channels(tokens, all_ids, indptr, indices, data)
         return Encoded(
             indptr=indptr,
             indices=indices.astype(np.int32),
@@ -343,12 +343,17 @@ class Vectorizer:
         )
 
     def shape_ids(self, tokens: Tokens) -> np.ndarray:
-        """Shape index of every token: its place among the fitted shapes (from 2), or 1 for an unknown shape."""
-        found = pc.index_in(token_shapes(tokens.values), value_set=self._shape_set)
-        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 2
+        """Shape index of every token: its place among the fitted shapes (from 2), or 1 for an unknown shape.
 
-    def _with_channels(self, tokens: Tokens, indptr, indices, data):
-        """The token places' CSR rows with the bag, shape and length places appended (columns stay sorted)."""
+        The shape regexes run once per distinct token of the batch (traffic repeats its tokens), then a gather."""
+        distinct = pc.dictionary_encode(tokens.values)
+        found = pc.index_in(token_shapes(distinct.dictionary), value_set=self._shape_set)
+        per_distinct = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 2
+        return per_distinct[distinct.indices.to_numpy(zero_copy_only=False)]
+
+    def _with_channels(self, tokens: Tokens, ids: np.ndarray, indptr, indices, data):
+        """The token places' CSR rows with the bag, shape and length places appended (columns stay sorted).
+        ``ids``: :meth:`token_ids` of every token, however far past ``max_length``."""
         s = self.settings
         n = len(tokens.counts)
         channels = s.channels()
@@ -356,7 +361,6 @@ class Vectorizer:
         cols = [np.asarray(indices, dtype=np.int64)]
         vals = [np.asarray(data, dtype=np.float64)]
         if s.bag != "none":
-            ids = self.token_ids(tokens)  # every token, however far past max_length
             b_indptr, b_cols, b_data = _csr_sum(tokens.rows, ids, n, s.vocab_size)
             rows.append(np.repeat(np.arange(n, dtype=np.int64), np.diff(b_indptr)))
             cols.append(b_cols + channels["bag"][0])
