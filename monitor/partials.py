@@ -67,6 +67,9 @@ __all__ = [
 #: The partition whose owner closes and publishes a topic's windows.
 CLOSING_PARTITION = 0
 
+#: Published windows whose per-partition record counts a marker keeps (see ``TopicMarker.taken``).
+TAKEN_WINDOWS_KEPT = 48
+
 RECORD_FORMAT = "seqmon-window-state"
 RECORD_VERSION = 1
 _MARKER_SUFFIX = "published"
@@ -187,7 +190,8 @@ class TopicMarker:
     last_closed : WindowAggregate or None
         The last published window, which the next one is compared with.
     taken : dict of int to dict of int to int
-        For the windows of the last publication: window start -> partition -> records merged from that partition.
+        For the last published windows (at most ``TAKEN_WINDOWS_KEPT``): window start -> partition -> records
+        merged from that partition.
         A partition owner that still held more records of such a window (an idle partition that delivered again
         before it learned of the publication) counts the difference as late instead of losing it silently.
     baseline : dict or None
@@ -715,7 +719,10 @@ def merge_due(
         taken[start] = contributions
         closed.append(ClosedWindow(topic, start, start + size, merged, previous))
         previous = merged
-    return MergeDecision(closed, TopicMarker(topic, limit, watermark, previous, taken, marker.baseline), waiting)
+    # Earlier publications' counts stay for a while: an owner that reads only a later marker still finds them.
+    kept = {**marker.taken, **taken}
+    kept = {start: kept[start] for start in sorted(kept)[-TAKEN_WINDOWS_KEPT:]}
+    return MergeDecision(closed, TopicMarker(topic, limit, watermark, previous, kept, marker.baseline), waiting)
 
 
 def is_closing_daemon(topic: str, assigned: Iterable[tuple[str, int]]) -> bool:

@@ -376,6 +376,9 @@ def test_the_lowest_busy_watermark_closes_with_count_zero_gaps_and_exact_merges(
     assert decision.closed[0].previous is None and decision.closed[1].previous is decision.closed[0].aggregate
     assert decision.marker.taken == {T0: {0: 2, 1: 3}, T0 + H: {}, T0 + 2 * H: {0: 1}}
     assert decision.marker.last_closed == agg(1)
+    later = {0: state(0, T0 + 4 * H + 5 * M, open_={T0 + 3 * H: agg(4)}), 1: state(1, T0 + 4 * H + 6 * M)}
+    assert merge_due(TOPIC, later, [0, 1], decision.marker, SETTINGS).marker.taken == {
+        T0: {0: 2, 1: 3}, T0 + H: {}, T0 + 2 * H: {0: 1}, T0 + 3 * H: {0: 4}}  # earlier counts are kept
     # The same states again, with the marker written: nothing is published twice.
     again = merge_due(TOPIC, states, [0, 1], decision.marker, SETTINGS)
     assert again.closed == [] and again.marker == decision.marker
