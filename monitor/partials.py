@@ -430,8 +430,9 @@ class PartitionWindows:
         Returns
         -------
         late : np.ndarray of bool
-            Records not counted because late: their window ended at or before their partition's watermark as of the
-            batch's start, or is already published.
+            Records not counted because late: their window ended at or before their partition's watermark as of
+            the record (the newest event time of the partition's records before it, in offset order, minus the
+            allowed lateness), or is already published.  Batching does not change which records are late.
         covered : np.ndarray of bool
             Records not counted because the partition's state already covers their offset (a consumer that read
             again from before the state's ``next_offset``): counting them again would count them twice.
@@ -475,7 +476,7 @@ class PartitionWindows:
         window_index = (event_ms - offset) // size
         start = window_index * size + offset
         covered = offsets < next_offset[code]
-        ahead = _newest_before(code, offsets, np.where(covered, _INT64_MIN, event_ms), newest_before(states))
+        ahead = _newest_before(code, offsets, np.where(covered, _INT64_MIN, event_ms), _newest_of(states))
         lateness = settings.allowed_lateness_ms
         late = ~covered & ((start + size + lateness <= ahead) | (start < published[code]))
 
@@ -573,7 +574,7 @@ class PartitionWindows:
                 self._clean_at[key] = self._copied_at[key]
 
 
-def newest_before(states: list[PartitionState]) -> np.ndarray:
+def _newest_of(states: list[PartitionState]) -> np.ndarray:
     """Newest event time each state has seen (int64 minimum for none)."""
     return np.array([_INT64_MIN if s.newest_ms is None else s.newest_ms for s in states], dtype=np.int64)
 

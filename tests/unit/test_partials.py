@@ -479,3 +479,36 @@ def test_only_changed_partitions_are_written_again():
     assert [s.idle for s in written] == [True, False] and written[1].next_offset == 8
     windows.written(written)
     assert windows.dirty(now_ms=0) == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_which_records_are_late_does_not_depend_on_batching_or_on_other_partitions(seed):
+    stream = Stream(partitions=3, hours=3, disorder_ms=15 * M, seed=seed)
+    settings = WindowSettings(size_ms=H, allowed_lateness_ms=5 * M)
+    whole = PartitionWindows(settings)
+    expected = {p: whole.add(**stream.columns(p, 0, stream.size(p)))[0] for p in range(3)}
+    assert sum(int(late.sum()) for late in expected.values()) > 0
+
+    # All partitions in one batch, shuffled, then the same again record by record in random chunks.
+    shuffled = PartitionWindows(settings)
+    cols = [stream.columns(p, 0, stream.size(p)) for p in range(3)]
+    joined = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
+    order = np.random.default_rng(seed).permutation(joined["offsets"].size)
+    late, _ = shuffled.add(**{k: v[order] for k, v in joined.items()})
+    back = np.empty_like(late)
+    back[order] = late
+    bounds = np.cumsum([0] + [stream.size(p) for p in range(3)])
+    for p in range(3):
+        assert back[bounds[p]:bounds[p + 1]].tolist() == expected[p].tolist()
+
+    chunked = PartitionWindows(settings)
+    rng = np.random.default_rng(seed + 10)
+    for p in range(3):
+        lo, got = 0, []
+        while lo < stream.size(p):
+            hi = min(stream.size(p), lo + int(rng.integers(1, 50)))
+            got += chunked.add(**stream.columns(p, lo, hi))[0].tolist()
+            lo = hi
+        assert got == expected[p].tolist()
+        assert chunked.state(TOPIC, p).open.keys() == whole.state(TOPIC, p).open.keys()
+        assert chunked.state(TOPIC, p).late_records == int(expected[p].sum())
