@@ -937,10 +937,12 @@ class Windower:
             for start, aggregate in sorted(self._topics[name].open.items())
         ]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, bundle: str | None = None) -> dict[str, Any]:
         """JSON-safe state; :meth:`from_snapshot` continues exactly where this left off.
 
-        Per partition only the newest event time is kept: lags and activity times belong to the running consumer."""
+        Per partition only the newest event time is kept: lags and activity times belong to the running consumer.
+        ``bundle`` (the content hash of the bundle whose scores the windows hold) is recorded, so that a restore
+        under another bundle is refused."""
         topics = {}
         for name in sorted(self._topics):
             state = self._topics[name]
@@ -953,10 +955,13 @@ class Windower:
                     str(p): part.newest_ms for p, part in sorted(state.partitions.items()) if part.newest_ms is not None
                 },
             }
-        return {"version": SNAPSHOT_VERSION, "settings": self._settings.to_dict(), "topics": topics}
+        out = {"version": SNAPSHOT_VERSION, "settings": self._settings.to_dict(), "topics": topics}
+        if bundle is not None:
+            out["bundle"] = bundle
+        return out
 
     @classmethod
-    def from_snapshot(cls, settings: WindowSettings, snapshot: dict[str, Any]) -> Windower:
+    def from_snapshot(cls, settings: WindowSettings, snapshot: dict[str, Any], bundle: str | None = None) -> Windower:
         """Windower restored from :meth:`snapshot` output (possibly via JSON).
 
         ``settings`` may change ``allowed_lateness_ms`` and ``idle_timeout_ms`` (watermarks are kept as they were),
@@ -966,6 +971,10 @@ class Windower:
         says they are read here again: a partition that moved to another consumer while this one was down must not
         hold its topic back.  A version-1 snapshot (one watermark per topic) restores its windows and topic
         watermarks; its partitions start unknown.
+
+        With ``bundle``, a snapshot recorded under another bundle is refused (errors of two bundles are not on one
+        scale, so their windows must not be continued); one that recorded no bundle (written before bundles were
+        recorded) is accepted.
 
         Raises
         ------
@@ -977,6 +986,12 @@ class Windower:
             raise StateError(
                 f"window state has version {version!r}; this seqmon reads versions "
                 f"{', '.join(map(str, _READABLE_SNAPSHOT_VERSIONS))}: remove the state directory to start afresh"
+            )
+        written_by = snapshot.get("bundle")
+        if bundle is not None and written_by is not None and written_by != bundle:
+            raise StateError(
+                f"window state was written by bundle {written_by!r}, this daemon scores with bundle {bundle!r}: "
+                "windows of two bundles are not on one scale; run that bundle, or remove the state to start afresh"
             )
         try:
             stored = snapshot["settings"]
