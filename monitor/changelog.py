@@ -82,8 +82,11 @@ def _connection(config: dict) -> dict:
 
 def _topic_config(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
     """A topic's effective settings, from either shape kafka-python's describe_configs returns."""
-    result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all") \
-        if _describe_takes_filter(admin) else admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    resources = [ConfigResource(ConfigResourceType.TOPIC, topic)]
+    try:
+        result = admin.describe_configs(resources, config_filter="all")  # kafka-python 3: defaults included
+    except TypeError:
+        result = admin.describe_configs(resources)  # kafka-python 2 returns every setting
     if isinstance(result, dict):  # kafka-python 3
         entries = result.get("topic", {}).get(topic, {})
         return {key: (value or {}).get("value") for key, value in entries.items()}
@@ -93,12 +96,6 @@ def _topic_config(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
             for entry in resource[4]:
                 out[entry[0]] = entry[1]
     return out
-
-
-def _describe_takes_filter(admin: KafkaAdminClient) -> bool:
-    import inspect
-
-    return "config_filter" in inspect.signature(admin.describe_configs).parameters
 
 
 class Changelog:
