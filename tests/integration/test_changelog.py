@@ -3,8 +3,9 @@ another bundle; and a 6-partition timed stream read by one owner against three (
 replaced, one added mid-stream, the closing owner moved), each restoring state from the changelog and seeking to its
 offset, with the windows published on a results topic: the same windows, each published once.
 
-The owners here assign partitions by hand instead of through a consumer group: what is tested is that the state in
-the changelog, and the offsets in it, are enough to move a partition; the group protocol is the daemon's part."""
+The owners here (``monitor.fleet.FleetWindows`` beside a consumer) assign partitions by hand instead of through a
+consumer group: what is tested is that the state in the changelog, and the offsets in it, are enough to move a
+partition; the group protocol is the daemon's part."""
 
 from __future__ import annotations
 
@@ -19,14 +20,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from monitor.changelog import Changelog, ChangelogError
 from monitor.errors import StateError
+from monitor.fleet import FleetWindows
 from monitor.kafka_source import KafkaSink
-from monitor.partials import (
-    PartitionState,
-    PartitionWindows,
-    TopicMarker,
-    is_closing_daemon,
-    merge_due,
-)
+from monitor.partials import PartitionState, PartitionWindows, TopicMarker
 from monitor.window import WindowAggregate, WindowSettings
 from tests.kafka_broker import create_topic
 
@@ -159,47 +155,47 @@ def _produce_stream(bootstrap: str, topic: str, seed: int) -> tuple[dict[int, in
     return sizes, t0 + 5 * H
 
 
+def _number_windows(windows, baseline):
+    """A stand-in for the Baseline: numbers the windows, keeping its count in the marker, so that the numbering
+    continues wherever the closing partition moves."""
+    seen = 0 if baseline is None else baseline["windows"]
+    for window in windows:
+        window.assessment = {"window_number": seen}
+        seen += 1
+    return {"windows": seen}
+
+
 class Owner:
-    """One daemon's state side: the partitions it reads, their partials, the changelog; if it owns partition 0 it
-    also closes the topic's windows and publishes them on the results topic."""
+    """One daemon: a consumer (hand-assigned here, a consumer group in the daemon) and its FleetWindows."""
 
     def __init__(self, bootstrap, topic, changelog_topic, results_topic, sizes):
-        self.topic, self.results_topic, self.sizes = topic, results_topic, sizes
+        self.topic, self.sizes = topic, sizes
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                       auto_offset_reset="earliest", fetch_max_wait_ms=50)
         self.consumer.assign([])
-        self.windows = PartitionWindows(SETTINGS)
-        self.changelog = _changelog(bootstrap, changelog_topic)
         self.sink = KafkaSink({"bootstrap_servers": bootstrap})
+        self.fleet = FleetWindows(PartitionWindows(SETTINGS), _changelog(bootstrap, changelog_topic),
+                                  partitions_of=lambda topic: range(PARTITIONS), sink=self.sink,
+                                  results_topic=results_topic, assess=_number_windows)
         self.read = Counter()
 
     def owned(self):
-        return [p for _, p in self.windows.owned()]
+        return [p for _, p in self.fleet.windows.owned()]
 
     def take(self, partitions):
         """On assignment: restore each partition's latest state and read on from the offset in it."""
-        self.changelog.refresh()
-        seek = {}
-        for p in partitions:
-            seek[p] = self.windows.assign(self.topic, p, self.changelog.partition_state(self.topic, p), now_ms=0)
-        marker = self.changelog.marker(self.topic)
-        if marker is not None:
-            assert self.windows.apply_marker(marker) == 0
+        seek = self.fleet.on_assign([(self.topic, p) for p in partitions], now_ms=0)
         self.consumer.assign([TopicPartition(self.topic, p) for p in self.owned()])
-        for p, offset in seek.items():
+        for p in partitions:
             tp = TopicPartition(self.topic, p)
-            if offset is None:
-                self.consumer.seek_to_beginning(tp)  # no state yet: the group's committed offset, here the earliest
+            if (self.topic, p) in seek:
+                self.consumer.seek(tp, seek[(self.topic, p)])
             else:
-                self.consumer.seek(tp, offset)
+                self.consumer.seek_to_beginning(tp)  # no state yet: the group's committed offset, here the earliest
 
     def give_up(self, partitions):
         """On revocation: write the partitions' final state, then let go."""
-        keys = [(self.topic, p) for p in partitions]
-        states = self.windows.states(keys, now_ms=0)
-        self.changelog.write_states(states)
-        self.windows.written(states)
-        self.windows.revoke(keys)
+        self.fleet.on_revoke([(self.topic, p) for p in partitions], now_ms=0)
         self.consumer.assign([TopicPartition(self.topic, p) for p in self.owned()])
 
     def poll(self, max_records):
@@ -208,7 +204,7 @@ class Owner:
                 continue
             fields = np.array([r.value.decode().split(",") for r in records], dtype=object)
             n = len(records)
-            late, covered = self.windows.add(
+            late, covered = self.fleet.add(
                 np.full(n, tp.topic, dtype=object), np.array([r.timestamp for r in records], dtype=np.int64),
                 fields[:, 0].astype(float), fields[:, 1].astype(float), fields[:, 2].astype(float),
                 fields[:, 3].astype(int).astype(bool), np.full(n, tp.partition),
@@ -221,39 +217,21 @@ class Owner:
         return all(self.consumer.position(TopicPartition(self.topic, p)) >= self.sizes[p] for p in self.owned())
 
     def commit(self, final=False):
-        """After a batch: write what changed (acknowledged), then, as closer, merge the written states."""
         if final:
-            self.windows.report_lags({(self.topic, p): 0 for p in self.owned()})
-        states = self.windows.states(now_ms=0)
-        self.changelog.write_states(states)
-        self.windows.written(states)
-        # (The daemon commits the group's offsets here.)
-        self.changelog.refresh()
-        marker = self.changelog.marker(self.topic)
-        if marker is not None:
-            assert self.windows.apply_marker(marker) == 0
+            self.fleet.report_lags({(self.topic, p): 0 for p in self.owned()})
+        self.fleet.commit(now_ms=0)  # (the daemon commits the group's offsets here)
 
     def close_windows(self, wall_clock_ms=None):
-        if not is_closing_daemon(self.topic, self.windows.owned()):
-            return []
-        self.changelog.refresh()
-        decision = merge_due(self.topic, self.changelog.topic_states(self.topic), range(PARTITIONS),
-                             self.changelog.marker(self.topic), SETTINGS, wall_clock_ms=wall_clock_ms)
-        if decision.closed:
-            for window in decision.closed:
-                self.sink.result(self.results_topic, f"{window.topic}/{window.start_ms}", window.figures())
-            self.sink.flush()  # published, then marked: a crash in between publishes the same again
-            self.changelog.write_marker(decision.marker)
-            self.windows.apply_marker(decision.marker)
-        return decision.closed
+        return self.fleet.close(wall_clock_ms=wall_clock_ms)
 
     def kill(self):
         """SIGKILL: nothing is written; the consumer and producers just go."""
         self.consumer.close(autocommit=False)
-        self.changelog.close()
+        self.fleet.changelog.close()
         self.sink.close()
 
     def stop(self):
+        assert self.fleet.late_after_publication == 0
         self.kill()
 
 
@@ -309,7 +287,8 @@ def _run(bootstrap, topic, sizes, end_ms, plan, seed):
             owner.commit(final=True)
         for owner in owners.values():  # the stream went quiet: the wall clock closes the last window
             owner.close_windows(wall_clock_ms=end_ms + SETTINGS.allowed_lateness_ms)
-        late = sum(o.changelog.partition_state(topic, p).late_records for o in owners.values() for p in o.owned())
+        late = sum(o.fleet.changelog.partition_state(topic, p).late_records for o in owners.values()
+                   for p in o.owned())
     finally:
         for owner in owners.values():
             owner.stop()
@@ -326,7 +305,7 @@ def test_one_owner_and_three_with_a_kill_and_a_join_publish_the_same_windows_onc
 
     def kill_b(owners, start):
         b = owners.pop("b")
-        while not b.windows.dirty(now_ms=0):
+        while not b.fleet.windows.dirty(now_ms=0):
             b.poll(300)  # read something it will not write
         b.kill()
         owners["a"].take([3, 4, 5])  # the group gives b's partitions to a
@@ -351,6 +330,7 @@ def test_one_owner_and_three_with_a_kill_and_a_join_publish_the_same_windows_onc
     keys = [key for key, _ in three]
     assert len(keys) == len(set(keys)), f"a window was published twice: {Counter(keys).most_common(3)}"
     assert [key for key, _ in one] == keys and len(keys) >= 5
+    assert [f["window_number"] for _, f in three] == list(range(len(keys)))  # the closer's state moved with it
     assert one_late == three_late > 0
     assert one_read == sum(sizes.values()) < three_read  # the killed owner's unwritten work was read again
     assert sum(f["count"] for _, f in one) + one_late == sum(sizes.values())
