@@ -60,6 +60,10 @@ TOPIC_CONFIGS = {
     "max.message.bytes": str(MAX_RECORD_BYTES),
 }
 
+# How often, and how far apart, a topic's settings are read before a non-compacted topic is refused.
+_CONFIG_LOOKS = 5
+_CONFIG_LOOK_PAUSE_S = 0.5
+
 # Settings of the connection that the changelog's clients share; everything else is the client's own.
 _CONNECTION_KEYS = (
     "bootstrap_servers", "client_id", "security_protocol", "sasl_mechanism", "sasl_plain_username",
@@ -135,24 +139,27 @@ class Changelog:
         deleting topic would lose the state of quiet partitions once their records age out."""
         admin = KafkaAdminClient(**{"request_timeout_ms": int(timeout_s * 1000), **self._connection})
         try:
-            created = False
             if self.topic not in set(admin.list_topics()):
                 try:
                     admin.create_topics(
                         [NewTopic(self.topic, partitions, replication_factor, topic_configs=dict(TOPIC_CONFIGS))],
                         timeout_ms=int(timeout_s * 1000),
                     )
-                    created = True
                     log.info("created changelog topic %s (%d partitions, compacted)", self.topic, partitions)
+                    return True  # the broker accepted the settings with the topic
                 except TopicAlreadyExistsError:
                     pass  # another daemon created it first
-            policy = _topic_config(admin, self.topic).get("cleanup.policy") or ""
-            if "compact" not in policy.split(","):
-                raise ChangelogError(
-                    f"changelog topic {self.topic} has cleanup.policy={policy or 'delete'}: window state needs a "
-                    "compacted topic (cleanup.policy=compact); set it, or name a new topic"
-                )
-            return created
+            # A topic created moments ago can still show the broker's default settings: look again before refusing.
+            for attempt in range(_CONFIG_LOOKS):
+                policy = _topic_config(admin, self.topic).get("cleanup.policy") or ""
+                if "compact" in policy.split(","):
+                    return False
+                if attempt + 1 < _CONFIG_LOOKS:
+                    time.sleep(_CONFIG_LOOK_PAUSE_S)
+            raise ChangelogError(
+                f"changelog topic {self.topic} has cleanup.policy={policy or 'delete'}: window state needs a "
+                "compacted topic (cleanup.policy=compact); set it, or name a new topic"
+            )
         except KafkaError as exc:
             raise ChangelogError(f"changelog topic {self.topic} cannot be created or checked: {exc}") from exc
         finally:

@@ -35,6 +35,10 @@ class ResultSink(Protocol):
     def flush(self) -> None: ...
 
 
+def _offsets(states) -> dict[tuple[str, int], int]:
+    return {(s.topic, s.partition): s.next_offset for s in states if s.next_offset is not None}
+
+
 def result_key(window: ClosedWindow) -> str:
     """Key of a window on the results topic: one record per (topic, window)."""
     return f"{window.topic}/{window.start_ms}"
@@ -92,8 +96,9 @@ class FleetWindows:
             log.info("window state restored for %s", ", ".join(f"{t}/{p}" for t, p in partitions))
         return seek
 
-    def on_revoke(self, partitions: Iterable[tuple[str, int]], now_ms: int | None = None) -> None:
-        """Write the partitions' final states (acknowledged), then let them go; commit their offsets after this."""
+    def on_revoke(self, partitions: Iterable[tuple[str, int]], now_ms: int | None = None) -> dict[tuple[str, int], int]:
+        """Write the partitions' final states (acknowledged), then let them go.  Returns the offsets to commit for
+        them (the written states' ``next_offset``)."""
         partitions = [(str(t), int(p)) for t, p in partitions]
         owned = set(self.windows.owned())
         mine = [key for key in partitions if key in owned]
@@ -101,6 +106,7 @@ class FleetWindows:
         self.changelog.write_states(states)
         self.windows.written(states)
         self.windows.revoke(mine)
+        return _offsets(states)
 
     def on_lost(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Partitions lost to an eviction: another member may own them already, so nothing is written."""
@@ -114,15 +120,17 @@ class FleetWindows:
     def report_lags(self, lags: dict[tuple[str, int], int | None]) -> None:
         self.windows.report_lags(lags)
 
-    def commit(self, now_ms: int | None = None) -> int:
-        """Write every changed state and wait for the acknowledgement (commit the group's offsets after this), then
-        learn the markers written since.  Returns the number of states written."""
+    def commit(self, now_ms: int | None = None) -> dict[tuple[str, int], int]:
+        """Write every changed state and wait for the acknowledgement, then learn the markers written since.
+
+        Returns the offsets to commit to the group: the written states' ``next_offset`` (the group's offsets only
+        show lag; where a partition resumes is decided by its state)."""
         states = self.windows.states(now_ms=now_ms)
         self.changelog.write_states(states)
         self.windows.written(states)
         self.changelog.refresh()
         self._apply_markers({t for t, _ in self.windows.owned()})
-        return len(states)
+        return _offsets(states)
 
     # ------------------------------------------------------------------ closing
     def close(self, wall_clock_ms: int | None = None) -> list[ClosedWindow]:

@@ -219,7 +219,9 @@ class Owner:
     def commit(self, final=False):
         if final:
             self.fleet.report_lags({(self.topic, p): 0 for p in self.owned()})
-        self.fleet.commit(now_ms=0)  # (the daemon commits the group's offsets here)
+        offsets = self.fleet.commit(now_ms=0)  # the daemon commits these to the group
+        for (topic, p), offset in offsets.items():
+            assert offset <= self.consumer.position(TopicPartition(topic, p))
 
     def close_windows(self, wall_clock_ms=None):
         return self.fleet.close(wall_clock_ms=wall_clock_ms)
