@@ -311,7 +311,9 @@ def training_bench(lines: int, epochs: int, data: Sequence[str] = TRAINING_DATA,
 
 
 def cmd_bench(args) -> int:
-    results = run_bench(args.rows, args.naive_rows, args.bundle, args.seed, args.score_rows, args.score_repeats)
+    results = {}
+    if args.rows:
+        results = run_bench(args.rows, args.naive_rows, args.bundle, args.seed, args.score_rows, args.score_repeats)
     if args.train_lines:
         print(f"training: whole `seqmon train` processes, {args.train_epochs} epochs each (early stopping off), "
               f"{args.train_lines:,} lines per kind of data, presets {', '.join(TRAINING_PRESETS)}")
@@ -323,7 +325,8 @@ def cmd_bench(args) -> int:
 
 def register(sub) -> None:
     b = sub.add_parser("bench", help="measure vectorize + score, `seqmon score` and `seqmon train` beside the original path")
-    b.add_argument("--rows", type=int, default=1_000_000, help="sequences for the batch path (default %(default)s)")
+    b.add_argument("--rows", type=int, default=1_000_000,
+                   help="sequences for the batch path; 0 skips the scoring figures (default %(default)s)")
     b.add_argument("--naive-rows", type=int, default=50_000, help="sequences for the slow Keras path (default %(default)s)")
     b.add_argument("--bundle", help="bundle to measure (default: an untrained bundle of the seed preset's shape)")
     b.add_argument("--score-rows", type=int, default=200_000,
