@@ -1,4 +1,4 @@
-"""Kafka source on confluent-kafka (librdkafka): the ``KafkaSource`` protocol, with record parsing done in C.
+"""Kafka source on confluent-kafka (librdkafka): the ``monitor.source.Source`` protocol, with record parsing done in C.
 
 kafka-python parses fetched record batches in pure Python, which caps the daemon at ~75k records/s; librdkafka
 fetches and parses on its own threads and hands over ready ``Message`` objects, so building a ``RecordBatch`` costs a
