@@ -162,7 +162,9 @@ class Daemon:
         return True
 
     def _between_batches(self, now: float) -> None:
-        if self._reload.is_set() or (self._bundle_watch.due(now) and self._stamp() != self._bundle_stamp):
+        if self._bundle_watch.due(now):
+            self._watch_bundle()
+        if self._reload.is_set():
             self._reload.clear()
             self.reload_bundle()
         if self._idle_close.due(now) and self._emit(self.pipeline.windower.close_due(int(now * 1000)), now):
@@ -306,6 +308,10 @@ class Daemon:
             return (self.bundle_path / "bundle.json").stat().st_mtime_ns
         except OSError:
             return None
+
+    def _watch_bundle(self) -> None:
+        if self._stamp() != self._bundle_stamp:
+            self._reload.set()
 
     def reload_bundle(self) -> bool:
         """Load the bundle again; a bundle that fails to load is counted and the old one keeps scoring."""
