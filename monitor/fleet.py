@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from monitor.changelog import Changelog
 from monitor.partials import PartitionWindows, is_closing_daemon, merge_due
+from monitor.sink import Sink
 from monitor.window import ClosedWindow
 
-__all__ = ["FleetWindows", "ResultSink"]
+__all__ = ["FleetWindows", "result_key"]
 
 log = logging.getLogger(__name__)
 
 #: Called with one topic's newly closed windows (in order) and the baseline stored in its marker; sets each window's
 #: ``assessment`` and returns the baseline to store with the new marker.
 Assess = Callable[[list[ClosedWindow], "dict[str, Any] | None"], "dict[str, Any] | None"]
-
-
-class ResultSink(Protocol):
-    """Where closed windows go (``monitor.kafka_source.KafkaSink`` is one)."""
-
-    def result(self, topic: str, key: str, value: dict) -> None: ...
-
-    def flush(self) -> None: ...
 
 
 def _offsets(states) -> dict[tuple[str, int], int]:
@@ -55,7 +48,7 @@ class FleetWindows:
         The changelog topic (created or checked with ``ensure_topic`` beforehand).
     partitions_of : callable
         Every partition of a topic, from the cluster's metadata (a partition without a state holds the topic back).
-    sink : ResultSink, optional
+    sink : monitor.sink.Sink, optional
         Where closed windows are published, under :func:`result_key`; with ``results_topic``.
     results_topic : str, optional
     assess : callable, optional
@@ -67,7 +60,7 @@ class FleetWindows:
         windows: PartitionWindows,
         changelog: Changelog,
         partitions_of: Callable[[str], Iterable[int]],
-        sink: ResultSink | None = None,
+        sink: Sink | None = None,
         results_topic: str | None = None,
         assess: Assess | None = None,
     ) -> None:

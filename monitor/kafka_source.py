@@ -1,5 +1,7 @@
-"""Kafka source and sink of the daemon: a consumer-group source that hands over ``RecordBatch`` es with manual offset
-commits only, and a producer for the dead-letter and results topics.
+"""Kafka source on kafka-python: a consumer group handing over ``RecordBatch`` es, with manual offset commits only.
+
+What both Kafka sources share is in ``monitor.kafka_base``; the producer of dead letters and results is
+``monitor.sink.KafkaSink`` (still importable from here).
 
 Threading (kafka-python 3): the client runs its network IO loop on a background thread and calls rebalance listeners
 on that thread, where any blocking client call (commit, committed, position, end_offsets) raises ``RuntimeError``.
@@ -11,21 +13,24 @@ caller's thread is blocked in that call meanwhile.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from itertools import chain
 from operator import itemgetter
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from monitor.errors import ConfigError, MonitorError
-from monitor.export import json_safe
+from monitor.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, forced, sorted_keys
 from monitor.pipeline import RecordBatch
-from monitor.source import check_subscription
+from monitor.sink import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSinkError
+
+__all__ = [
+    "REASON_HEADER", "SOURCE_HEADER", "KafkaSink", "KafkaSinkError", "KafkaSource", "PartitionCallback",
+    "TopicPartitionKey", "records_to_batch",
+]
 
 try:  # kafka-python >= 3: listeners run on the IO thread and may be coroutines
     from kafka import AsyncConsumerRebalanceListener as _ListenerBase
@@ -39,29 +44,10 @@ except ImportError:  # kafka-python 2: listeners run inside poll() on the caller
 
 log = logging.getLogger(__name__)
 
-TopicPartitionKey = tuple[str, int]
-PartitionCallback = Callable[[list[TopicPartitionKey]], None]
-
-#: Headers of a dead letter: why the record was refused, and where it came from ("topic/partition/offset").
-REASON_HEADER = "seqmon-reason"
-SOURCE_HEADER = "seqmon-source"
-
 # ConsumerRecord is a namedtuple; C-level itemgetters are the cheapest per-record access.
 _OFFSET = itemgetter(3)
 _TIMESTAMP = itemgetter(4)
 _VALUE = itemgetter(7)
-
-
-class KafkaSinkError(MonitorError):
-    """Records could not be delivered to Kafka."""
-
-
-def _forced(config: dict, forced: dict, what: str) -> dict:
-    """``config`` with ``forced`` settings; a config that sets one of them to something else is refused."""
-    for key, value in forced.items():
-        if key in config and config[key] != value:
-            raise ConfigError(f"{what} setting {key}={config[key]!r} is not allowed: seqmon sets {key}={value!r}")
-    return {**config, **forced}
 
 
 def records_to_batch(records: dict) -> RecordBatch | None:
@@ -90,10 +76,6 @@ def records_to_batch(records: dict) -> RecordBatch | None:
     return RecordBatch(values=values, timestamps_ms=timestamps, topics=topics, partitions=partitions, offsets=offsets)
 
 
-def _keys(partitions: Iterable[TopicPartition]) -> list[TopicPartitionKey]:
-    return sorted((tp.topic, tp.partition) for tp in partitions)
-
-
 class _Listener(_ListenerBase):
     """Forwards rebalances to the user's callbacks as sorted ``(topic, partition)`` lists; empty ones are skipped."""
 
@@ -112,7 +94,7 @@ class _Listener(_ListenerBase):
             await self._call(self._source._on_lost, lost)
 
         async def _call(self, callback, partitions):
-            keys = _keys(partitions)
+            keys = sorted_keys(partitions)
             if callback is None or not keys:
                 return
             # Run the callback off the IO thread, so that it may block on the client, and resolve the future on the
@@ -140,20 +122,16 @@ class _Listener(_ListenerBase):
             self._call(self._source._on_assign, assigned)
 
         def _call(self, callback, partitions):
-            keys = _keys(partitions)
+            keys = sorted_keys(partitions)
             if callback is not None and keys:
                 callback(keys)
 
 
-class KafkaSource:
-    """Consumer-group source yielding RecordBatch; manual offset commits only.
+class KafkaSource(KafkaSourceBase):
+    """Consumer-group source yielding RecordBatch; manual offset commits only (see ``KafkaSourceBase``).
 
-    ``consumer_config`` holds KafkaConsumer keyword settings and must name a ``group_id``; auto commit and
-    deserializers are forced off. Subscribe to ``topics`` or to a regex ``pattern``. ``on_assign`` / ``on_revoke``
-    get the sorted ``(topic, partition)`` pairs gained / given up at a rebalance (and ``on_revoke`` at ``close``);
-    ``on_lost`` (default: ``on_revoke``) gets partitions lost to an eviction, whose offsets can no longer be
-    committed. ``on_assign`` runs before the first fetch of its partitions, so a ``seek`` there decides where
-    reading starts; without one, reading resumes at the committed offset, else per ``auto_offset_reset``.
+    ``consumer_config`` holds KafkaConsumer keyword settings; auto commit and deserializers are forced off.
+    Subscribe to ``topics`` or to a regex ``pattern``.
     """
 
     def __init__(
@@ -165,18 +143,12 @@ class KafkaSource:
         on_revoke: PartitionCallback | None = None,
         on_lost: PartitionCallback | None = None,
     ):
-        check_subscription(topics, pattern)
-        if not consumer_config.get("group_id"):
-            raise ConfigError("the Kafka consumer needs a group_id: offsets are committed to the consumer group")
-        config = _forced(
+        super().__init__(consumer_config, topics, pattern, on_assign, on_revoke, on_lost)
+        config = forced(
             consumer_config,
             {"enable_auto_commit": False, "key_deserializer": None, "value_deserializer": None},
             "Kafka consumer",
         )
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._on_lost = on_lost if on_lost is not None else on_revoke
-        self._closed = False
         self._consumer = KafkaConsumer(**config)
         try:
             if topics is not None:
@@ -194,14 +166,6 @@ class KafkaSource:
             self._consumer.close(autocommit=False)
             raise
 
-    @property
-    def consumer(self) -> KafkaConsumer:
-        """The underlying KafkaConsumer (metrics, pause/resume); do not commit or poll through it."""
-        return self._consumer
-
-    #: A stream never ends (``FileSource`` sets this once a file is read).
-    finished = False
-
     def poll(self, timeout_ms: int, max_records: int) -> RecordBatch | None:
         """Records that arrived within ``timeout_ms`` (at most ``max_records``), as one batch; None if none did.
 
@@ -210,7 +174,7 @@ class KafkaSource:
         return records_to_batch(self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
 
     def assignment(self) -> list[TopicPartitionKey]:
-        return _keys(self._consumer.assignment())
+        return sorted_keys(self._consumer.assignment())
 
     def positions(self, timeout_ms: int = 1000) -> dict[TopicPartitionKey, int]:
         """Next offset to read per assigned partition. A partition whose position is not known yet (just assigned,
@@ -222,42 +186,23 @@ class KafkaSource:
                 out[(tp.topic, tp.partition)] = offset
         return out
 
-    def seek(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        """Read on from these offsets; every partition must be assigned (checked before any is moved)."""
-        assigned = self._consumer.assignment()
-        tps = {TopicPartition(t, p): int(o) for (t, p), o in offsets.items()}
-        unassigned = sorted(tp for tp in tps if tp not in assigned)
-        if unassigned:
-            raise ValueError(f"cannot seek partitions not assigned to this consumer: {_keys(unassigned)}")
-        for tp, offset in tps.items():
-            self._consumer.seek(tp, offset)
-
     def committed(self, keys: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         """The group's committed offset per partition (None: never committed); one request per partition."""
         return {(t, p): self._consumer.committed(TopicPartition(t, p)) for t, p in keys}
 
-    def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        """Commit these next-offsets synchronously (the offset of the first record not yet processed)."""
-        if not offsets:
-            return
-        self._consumer.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
-        )
+    def _seek(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        for (t, p), offset in offsets.items():
+            self._consumer.seek(TopicPartition(t, p), offset)
 
-    def lag(self) -> dict[TopicPartitionKey, int]:
-        """Records not read yet per assigned partition whose position is known: end offset minus position."""
-        positions = self.positions()
-        if not positions:
-            return {}
-        ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in positions])
-        return {key: max(0, ends[TopicPartition(*key)] - offset) for key, offset in positions.items()}
+    def _commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
 
-    def close(self) -> None:
-        """Leave the group without committing (``on_revoke`` still runs first, and what it raises is raised here as
-        a ``KafkaError``, after the consumer is closed). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    def _end_offsets(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in keys])
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    def _close(self) -> None:
+        # What on_revoke raises during close is raised here as a KafkaError, after the consumer is closed.
         try:
             self._consumer.close(autocommit=False)
         except BaseException:
@@ -267,64 +212,3 @@ class KafkaSource:
             if client is not None:
                 client.close()
             raise
-
-
-class KafkaSink:
-    """Producer for the dead-letter and results topics.
-
-    ``producer_config`` holds KafkaProducer keyword settings; ``acks`` is forced to ``"all"``, ``linger_ms`` defaults
-    to 20, values and keys are sent as bytes (no serializers). Sends are asynchronous; ``flush`` waits for them and raises ``KafkaSinkError`` if any failed since the last flush.
-    """
-
-    def __init__(self, producer_config: dict):
-        config = _forced({"linger_ms": 20, **producer_config}, {"acks": "all"}, "Kafka producer")
-        for key in ("key_serializer", "value_serializer"):
-            if config.get(key) is not None:
-                raise ConfigError(f"Kafka producer setting {key} is not allowed: seqmon sends bytes")
-        self._producer = KafkaProducer(**config)
-        self._errors: list[BaseException] = []
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def _failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._errors.append(exc)
-
-    def _send(self, topic: str, value: bytes | None, key: bytes | None = None, headers=None) -> None:
-        self._producer.send(topic, value=value, key=key, headers=headers).add_errback(self._failed)
-
-    def dead_letters(
-        self, topic: str, values: list[bytes], reasons: list[str], sources: list[tuple[str, int, int]]
-    ) -> None:
-        """One record per refused input: its original bytes, with the reason and the source position as headers."""
-        if not len(values) == len(reasons) == len(sources):
-            raise ValueError(f"{len(values)} values, {len(reasons)} reasons and {len(sources)} sources")
-        for value, reason, (source_topic, partition, offset) in zip(values, reasons, sources):
-            headers = [
-                (REASON_HEADER, reason.encode("utf-8")),
-                (SOURCE_HEADER, f"{source_topic}/{partition}/{offset}".encode()),
-            ]
-            self._send(topic, bytes(value), headers=headers)
-
-    def result(self, topic: str, key: str, value: dict) -> None:
-        """One JSON record (NaN and ±inf as null) under a UTF-8 key."""
-        payload = json.dumps(json_safe(value), allow_nan=False, separators=(",", ":")).encode("utf-8")
-        self._send(topic, payload, key=key.encode("utf-8"))
-
-    def flush(self, timeout_s: float = 30) -> None:
-        """Wait until every record sent so far is acknowledged; raise if any could not be delivered."""
-        self._producer.flush(timeout=timeout_s)
-        with self._lock:
-            errors, self._errors = self._errors, []
-        if errors:
-            raise KafkaSinkError(f"{len(errors)} record(s) could not be delivered to Kafka; first error: {errors[0]!r}")
-
-    def close(self) -> None:
-        """Flush what is pending (errors are raised) and close the producer. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.flush()
-        finally:
-            self._producer.close()

@@ -21,8 +21,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from monitor.changelog import Changelog, ChangelogError
 from monitor.errors import StateError
 from monitor.fleet import FleetWindows
-from monitor.kafka_source import KafkaSink
 from monitor.partials import PartitionState, PartitionWindows, TopicMarker
+from monitor.sink import KafkaSink
 from monitor.window import WindowAggregate, WindowSettings
 from tests.kafka_broker import create_topic
 
