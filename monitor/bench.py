@@ -320,7 +320,8 @@ def cmd_bench(args) -> int:
         each = f"{args.train_epochs} epochs each (early stopping off)" if args.train_epochs else "each preset's epochs"
         print(f"training: whole `seqmon train` processes, {each}, "
               f"{args.train_lines:,} lines per kind of data, presets {', '.join(TRAINING_PRESETS)}")
-        results["training"] = training_bench(args.train_lines, args.train_epochs, seed=args.seed)
+        data = tuple(args.train_data.split(",")) if args.train_data else TRAINING_DATA
+        results["training"] = training_bench(args.train_lines, args.train_epochs, data=data, seed=args.seed)
     if args.json:
         print(json.dumps(results), file=sys.stdout)
     return 0
@@ -340,6 +341,8 @@ def register(sub) -> None:
                         "runs (each preset, each in its own process: time and peak RSS); 0 skips them (default %(default)s)")
     b.add_argument("--train-epochs", type=int, default=2,
                    help="epochs of each `seqmon train` run; 0: the preset's own, with early stopping (default %(default)s)")
+    b.add_argument("--train-data", choices=(*TRAINING_DATA, ",".join(TRAINING_DATA)), default=None,
+                   help="which training data to run: small, large or both (default: both)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     b.set_defaults(func=cmd_bench)
