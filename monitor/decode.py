@@ -24,6 +24,12 @@ INVALID_TIMESTAMP = "invalid_timestamp"
 REASONS = (EMPTY, INVALID_UTF8, TOO_LONG, INVALID_JSON, MISSING_FIELD, INVALID_WEIGHT, INVALID_TIMESTAMP)
 
 DEFAULT_MAX_BYTES = 4096
+#: Largest record weight accepted. Weights count repeats; far larger ones would make a window's Σw² overflow to inf
+#: and drown every other record of the window in rounding.
+MAX_WEIGHT = 1e12
+#: Event times are accepted from the epoch up to the end of year 9999 (UTC epoch ms): window arithmetic on int64
+#: stays exact there, and no real clock is outside it.
+MAX_EVENT_MS = 253_402_300_799_999
 
 
 @dataclass(frozen=True)
@@ -92,15 +98,18 @@ def decode_json(values: Sequence[bytes], fields: JsonFields, max_bytes: int = DE
         except UnicodeDecodeError:
             reasons[i] = INVALID_UTF8
             continue
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested ~1000 deep
             reasons[i] = INVALID_JSON
             continue
         if not isinstance(doc, dict) or not isinstance(doc.get(fields.sequence), str):
             reasons[i] = MISSING_FIELD
             continue
+        if not _encodable(doc[fields.sequence]):  # a lone surrogate escape ("\ud800") has no UTF-8 form
+            reasons[i] = INVALID_UTF8
+            continue
         if fields.weight and fields.weight in doc:
-            w = doc[fields.weight]
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not np.isfinite(w) or w <= 0:
+            w = parse_weight(doc[fields.weight])
+            if w is None:
                 reasons[i] = INVALID_WEIGHT
                 continue
             weights[i] = w
@@ -114,22 +123,45 @@ def decode_json(values: Sequence[bytes], fields: JsonFields, max_bytes: int = DE
     return Decoded(sequences, reasons, weights, stamps)
 
 
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_weight(value) -> float | None:
+    """A record weight from a JSON number: finite, > 0 and at most ``MAX_WEIGHT``; None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        w = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return w if 0 < w <= MAX_WEIGHT else None  # NaN fails both comparisons
+
+
 def parse_timestamp_ms(value) -> int | None:
-    """Epoch milliseconds from an integer (ms) or an ISO 8601 string carrying a time zone; None if neither."""
+    """Epoch milliseconds from a number (ms) or an ISO 8601 string carrying a time zone, from 0 to ``MAX_EVENT_MS``;
+    None for anything else (NaN, infinities, negative or huge numbers, strings without a zone)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and np.isfinite(value) and value >= 0:
-        return int(value)
+        return value if 0 <= value <= MAX_EVENT_MS else None
+    if isinstance(value, float):
+        return int(value) if 0 <= value <= MAX_EVENT_MS else None  # NaN fails the comparison
     if isinstance(value, str):
         from datetime import datetime  # noqa: PLC0415
 
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            if parsed.tzinfo is None:
+                return None
+            ms = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):  # out of range once shifted by the zone, e.g. year 1 at +05:00
             return None
-        if parsed.tzinfo is None:
-            return None
-        return int(parsed.timestamp() * 1000)
+        return ms if 0 <= ms <= MAX_EVENT_MS else None
     return None

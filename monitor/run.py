@@ -248,8 +248,12 @@ class Daemon:
     def process(self, batch: RecordBatch) -> None:
         started = time.perf_counter()
         now = self.clock()
+        w = self.settings.window
         result = self.pipeline.process(
-            batch, max_event_ms=int((now + self.settings.window.max_future_seconds) * 1000), now_ms=int(now * 1000)
+            batch,
+            max_event_ms=int((now + w.max_future_seconds) * 1000),
+            now_ms=int(now * 1000),
+            min_event_ms=int((now - w.max_past_seconds) * 1000) if w.max_past_seconds else None,
         )
         for p_key, offset in _next_offsets(batch).items():
             self.offsets[p_key] = max(self.offsets.get(p_key, 0), offset)
