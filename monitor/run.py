@@ -203,7 +203,11 @@ class Daemon:
     def report_lags(self, now: float) -> None:
         """Tell the windower how far behind each assigned partition is: a caught-up partition stops holding its
         topic's windows open, which may close some."""
-        lags = self.source.lag()
+        try:
+            lags = self.source.lag()
+        except Exception as e:  # lags are advisory: a broker too busy to answer must not stop the daemon
+            log.warning("could not read partition lags (asking again in %d s): %s", LAG_INTERVAL_SECONDS, e)
+            return
         for (topic, partition), lag in lags.items():
             self.metrics.set_lag(topic, partition, lag)
         windower = self.pipeline.windower

@@ -3,7 +3,8 @@ nothing lost.
 
 Fills a topic (4 partitions) with JSON records, most of them ordinary sequences around now and the rest fuzzed:
 random bytes, invalid UTF-8, NUL bytes, huge lines, deeply nested or huge JSON, lone surrogate escapes, missing and
-mistyped fields, NaN / inf / negative / huge / string event times and weights, ancient and future record timestamps.
+mistyped fields, tombstones (null values), NaN / inf / negative / huge / string event times and weights, ancient and
+future record timestamps.
 Then runs the daemon as deployed (a ``seqmon run`` process) until it has consumed every delivered record and checks,
 from its Prometheus metrics, that
 
@@ -44,7 +45,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
 
-def fuzzed_values(rng: random.Random, normal: list[str], n: int) -> list[bytes]:
+def fuzzed_values(rng: random.Random, normal: list[str], n: int) -> list[bytes | None]:
     """``n`` distinct-ish record values of every kind (a pool that the topic cycles through)."""
     now = int(time.time() * 1000)
     odd_numbers = [float("nan"), float("inf"), -float("inf"), -1, 0, 10**30, -(10**30), 1e300, 2**63, 5e-324, 1.5]
@@ -78,7 +79,7 @@ def fuzzed_values(rng: random.Random, normal: list[str], n: int) -> list[bytes]:
             out.append(json.dumps({"sequence": seq, "weight": rng.choice(odd_weights), "ts": now}, allow_nan=True).encode())
         elif kind < 0.90:  # missing or mistyped fields, empty values
             out.append(rng.choice([b"{}", b"[]", b"null", b'""', b'{"sequence":null}', b'{"sequence":42}',
-                                   b'{"sequence":""}', b'{"sequence":"!!! ..."}', b"", b'{"seq":"DF 36"}']))
+                                   b'{"sequence":""}', b'{"sequence":"!!! ..."}', b"", b'{"seq":"DF 36"}', None]))  # None: a tombstone
         elif kind < 0.94:  # truncated JSON
             full = json.dumps({"sequence": seq, "ts": now})
             out.append(full[: rng.randrange(0, len(full))].encode())
@@ -97,7 +98,7 @@ def record_timestamp(rng: random.Random, now_ms: int) -> int:
     return now_ms + rng.randrange(0, 50 * 60_000)  # the broker refuses timestamps more than an hour ahead
 
 
-def produce(bootstrap: str, topic: str, pool: list[bytes], records: int, seed: int) -> int:
+def produce(bootstrap: str, topic: str, pool: list[bytes | None], records: int, seed: int) -> int:
     """Send ``records`` values cycling through ``pool``; the number the broker acknowledged."""
     from confluent_kafka import Producer  # noqa: PLC0415
 

@@ -295,3 +295,32 @@ def _batch(values, stamps, weights=None):
     return RecordBatch(values=values, timestamps_ms=np.array(stamps, dtype=np.int64), topics=np.full(n, "t", dtype=object),
                        weights=None if weights is None else np.array(weights, dtype=float),
                        partitions=np.zeros(n, dtype=np.int64), offsets=np.arange(n, dtype=np.int64))
+
+
+def test_a_lag_query_that_times_out_does_not_stop_the_daemon(bundle, tmp_path, caplog):
+    """Found by the long run (tests/bench/fuzz_daemon.py, 12 million records): under load the broker did not answer
+    the watermark query within 5 s, librdkafka raised KafkaException(_TIMED_OUT) from ``lag()``, and the daemon died."""
+    from prometheus_client import CollectorRegistry
+
+    from monitor.config import load_settings
+    from monitor.run import Daemon
+    from monitor.source import FileSource
+
+    class BusyBroker(FileSource):
+        def lag(self):
+            raise TimeoutError("Failed to get watermark offsets: Local: Timed out")
+
+    stream = tmp_path / "stream.csv"
+    stream.write_text("timestamp_ms,sequence\n" + "".join(f"{NOW_MS + i},DF 36 FR GX567\n" for i in range(50)))
+    settings = load_settings(None, env={}, overrides=[
+        f"model.bundle={bundle.path}", f"state.directory={tmp_path / 'state'}", "kafka.topics=replay",
+        "window.max_future_seconds=3153600000", "window.max_past_seconds=0", "window.idle_close_interval_seconds=0",
+        "model.watch_interval_seconds=0",
+    ])
+    daemon = Daemon(settings, registry=CollectorRegistry())
+    daemon.start(source=BusyBroker(stream, batch_size=10), serve_metrics=False)
+    with caplog.at_level("WARNING", logger="seqmon"):
+        daemon.run()
+    assert daemon.registry.get_sample_value("seqmon_records_consumed_total", {"topic": "replay"}) == 50
+    assert [w.aggregate.count for w in daemon.closed_windows] == [50]
+    assert "could not read partition lags" in caplog.text
