@@ -303,6 +303,7 @@ class Daemon:
     def checkpoint(self, keys: list[str] | None = None) -> None:
         """Write the checkpoint, then commit the same offsets to the group (those of ``keys``, or all assigned)."""
         now = self.clock()
+        self._forget_quiet_topics(now)
         if self.sink is not None:
             self.sink.flush()  # dead letters and results before the offsets that cover them
         write_checkpoint(self.state_dir, {
@@ -320,6 +321,26 @@ class Daemon:
             commit = {_unkey(k): v for k, v in self.offsets.items() if k in wanted}
             if commit:
                 self.source.commit(commit)
+
+    def _forget_quiet_topics(self, now: float) -> None:
+        """Keep the checkpoint bounded by the topics active within ``window.max_past_seconds``: a topic no longer
+        read here and with nothing newer than that has its last open windows closed (emitted as usual) and is then
+        dropped (windows, baseline, offsets)."""
+        max_past = self.settings.window.max_past_seconds
+        if not max_past:
+            return
+        before_ms = int((now - max_past) * 1000)
+        closed = self.pipeline.windower.close_abandoned(before_ms)
+        if closed:
+            self._emit(closed, now)
+        gone = self.pipeline.windower.forget_quiet_topics(before_ms)
+        if not gone:
+            return
+        self.baseline.forget(gone)
+        assigned = {t for t, _ in self.source.assignment()} if self.source is not None else set()
+        dropped = set(gone) - assigned
+        self.offsets = {k: v for k, v in self.offsets.items() if _unkey(k)[0] not in dropped}
+        log.info("forgot the state of %d topic(s) quiet for over %d s: %s", len(gone), max_past, ", ".join(gone))
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
