@@ -370,7 +370,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(errno, os.strerror(errno), str(a))
 
 
-def _replaceable(path: Path) -> bool:
+def replaceable(path: Path) -> bool:
     """A directory that ``save_bundle`` may replace: empty, or holding bundle files only (a bundle, maybe unfinished)."""
     if not path.is_dir():
         return False
@@ -400,7 +400,7 @@ def save_bundle(
     reference = np.sort(np.asarray(reference_errors, dtype=np.float64))
     if len(reference) == 0 or not np.all(np.isfinite(reference)):
         raise BundleError("reference errors must be a non-empty set of finite numbers")
-    if path.exists() and not _replaceable(path):
+    if path.exists() and not replaceable(path):
         raise BundleError(
             f"{path} exists and is not a bundle directory: choose another --out or remove it (seqmon replaces a bundle "
             "directory whole, and would delete the other files)"

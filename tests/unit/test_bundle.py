@@ -251,3 +251,16 @@ def test_the_two_rename_fallback_replaces_the_bundle(tmp_path, monkeypatch):
     after = load_bundle(_save(path, seed=1))
     assert after.content_hash == load_bundle(_save(tmp_path / "c", seed=1)).content_hash
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+
+
+def test_train_refuses_an_out_directory_with_other_files_before_training(tmp_path, capsys):
+    from monitor.cli import main
+
+    source = tmp_path / "train.txt"
+    source.write_text("DF 36 FR GX567\n" * 50)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    assert main(["train", str(source), "--out", str(tmp_path / "b"), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqmon: error: --out") and "holds files other than a bundle's" in err
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["notes.txt"]
