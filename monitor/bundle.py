@@ -482,20 +482,26 @@ def load_bundle(path: str | Path) -> Bundle:
     """
     path = Path(path)
     for _attempt in range(3):
-        before = _identity(path)
+        # Held open while loading, the directory's inode cannot be reused, so "the path now names another directory"
+        # is a sure sign that save_bundle swapped bundles under this load.
+        try:
+            held = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return _load_once(path)  # missing or not a directory: _load_once says which
         try:
             return _load_once(path)
         except BundleError:
-            # save_bundle swaps whole directories: a load that straddled a swap read files of two bundles, and is
-            # read again from the new one rather than failing.
-            if before is None or _identity(path) == before:
+            # A load that straddled a swap read files of two bundles: read the new one rather than fail.
+            if _identity(path) == _identity(held):
                 raise
+        finally:
+            os.close(held)
     return _load_once(path)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(target: Path | int) -> tuple[int, int] | None:
     try:
-        st = path.stat()
+        st = os.fstat(target) if isinstance(target, int) else target.stat()
     except OSError:
         return None
     return st.st_dev, st.st_ino
