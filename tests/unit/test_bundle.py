@@ -264,3 +264,44 @@ def test_train_refuses_an_out_directory_with_other_files_before_training(tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("seqmon: error: --out") and "holds files other than a bundle's" in err
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["notes.txt"]
+
+
+def test_any_damage_to_any_file_is_refused_with_a_bundle_error(tmp_path_factory):
+    """Hypothesis flips, cuts or extends bytes of any file, bundle.json included: the load raises BundleError (one
+    sentence), never another exception, and never loads changed content."""
+    import shutil
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pristine = _save(tmp_path_factory.mktemp("pristine") / "b", seed=3)
+    names = sorted(p.name for p in pristine.iterdir())
+
+    @settings(max_examples=120, deadline=None)
+    @given(st.sampled_from(names), st.sampled_from(["flip", "cut", "append", "empty"]), st.integers(0, 1 << 30),
+           st.integers(1, 255))
+    def damage(name, how, where, xor):
+        work = tmp_path_factory.mktemp("damaged") / "b"
+        shutil.copytree(pristine, work)
+        data = bytearray((work / name).read_bytes())
+        at = where % len(data)
+        if how == "flip":
+            data[at] ^= xor
+        elif how == "cut":
+            del data[at:]
+        elif how == "append":
+            data += bytes([xor])
+        else:
+            data = bytearray()
+        (work / name).write_bytes(bytes(data))
+        try:
+            loaded = load_bundle(work)
+        except BundleError as e:
+            assert "\n" not in str(e) and str(work) in str(e)
+            return
+        # Only a change that leaves the manifest's content as it was (white space) may load, as the same bundle.
+        assert name == "bundle.json"
+        assert json.loads(bytes(data)) == json.loads((pristine / name).read_bytes())
+        assert loaded.content_hash == load_bundle(pristine).content_hash
+
+    damage()
