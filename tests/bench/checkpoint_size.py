@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def main() -> None:
     behind.add(np.full(len(stamps), "backlog", dtype=object), stamps, errors, None, bundle.percentile_rank(errors),
                bundle.is_anomaly(errors), partitions=parts)
     open_state = behind.snapshot()["topics"]["backlog"]
+    shutil.rmtree(work, ignore_errors=True)
     print(f"worst case, one topic with every hour of max_past ({args.max_past_hours} h) open, {reps:,} records each: "
           f"{len(open_state['open'])} open windows, {kib(open_state)}")
 

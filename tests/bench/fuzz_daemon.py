@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,7 +184,7 @@ def main() -> int:
     if bootstrap is None:
         broker_port = free_port()
         bootstrap = start_broker(broker_port, str(work / "kafka"))
-    daemon = None
+    daemon, passed = None, False
     try:
         topic = f"fuzz-{uuid.uuid4().hex[:6]}"
         dlq = f"{topic}-dead"
@@ -265,6 +266,7 @@ def main() -> int:
             print(f"daemon log: {work / 'daemon.log'}")
             print((work / "daemon.log").read_text()[-3000:])
             return 1
+        passed = True
         return 0
     finally:
         if daemon is not None:
@@ -272,6 +274,8 @@ def main() -> int:
             daemon.wait()
         if broker_port is not None:
             stop_broker(broker_port, str(work / "kafka"))
+        if passed:  # a failed run keeps its directory: the daemon log and the broker's data
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
