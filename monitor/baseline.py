@@ -49,6 +49,11 @@ class Baseline:
         self.bundle = bundle
         self._windows.clear()
 
+    def forget(self, topics) -> None:
+        """Drop the baseline of these topics (ones the windower forgot as quiet)."""
+        for topic in topics:
+            self._windows.pop(topic, None)
+
     def windows(self, topic: str) -> int:
         """How many windows the baseline of ``topic`` holds."""
         return len(self._windows.get(topic, ()))

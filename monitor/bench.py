@@ -177,7 +177,7 @@ def run_bench(rows: int, naive_rows: int, bundle_path: str | None, seed: int, sc
 
     import keras  # noqa: PLC0415  (the straightforward path needs Keras; imported only now, after the RSS reading)
 
-    model = keras.models.load_model(Path(bundle_path) / "model.keras", compile=False)
+    model = keras.models.load_model(Path(bundle_path) / "model.keras", compile=False, safe_mode=True)
     sample = data[:naive_rows]
     t0 = time.perf_counter()
     dense = naive_vectorize(v, sample)

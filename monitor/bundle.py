@@ -2,21 +2,27 @@
 
 A bundle is a directory::
 
-    bundle.json            format version, settings, threshold, metadata, sha256 of every other file
+    bundle.json            format version, settings, threshold, metadata, sha256 of every other file, and
+                           content_sha256 over all of that (see _manifest_sha256)
     vocabulary.json        {"tokens": kept tokens in index order (index 0 padding and, with OOV on, 1 OOV come first),
                            "shapes": kept token shapes in index order (0 padding, 1 unknown shape come first)}
     weights.npz            the dense layers as numpy arrays: what the TensorFlow-free scorer loads
     reference_errors.npy   errors of held-out normal rows, sorted ascending: the scale of percentile ranks
     model.keras            the Keras model, for retraining and for checking the numpy scorer against Keras
 
-Loading never imports TensorFlow.
+Loading never imports TensorFlow and never unpickles; saving replaces the whole directory in one step.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import logging
 import os
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,8 @@ FORMAT_VERSION = 3
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 #: ``bundle.json``'s ``error``: how a row's error is computed from its squared errors per place.
 ERROR_KINDS = {"mse": "mean squared error", "weighted_mse": "mean squared error weighted by place"}
+log = logging.getLogger("seqmon")
+
 FILES = ("vocabulary.json", "weights.npz", "reference_errors.npy", "model.keras")
 
 
@@ -322,11 +330,56 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _manifest_sha256(doc: dict) -> str:
+    """The sha256 of everything a bundle holds: the manifest's settings, threshold, metadata and the checksum of every
+    file it lists, in one canonical JSON form (the manifest's own ``content_sha256`` and ``content_hash`` left out)."""
+    covered = {k: v for k, v in doc.items() if k != "content_sha256"}
+    metadata = doc.get("metadata")
+    if isinstance(metadata, dict):
+        covered["metadata"] = {k: v for k, v in metadata.items() if k != "content_hash"}
+    text = json.dumps(covered, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _fsync_write(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False where that is unavailable."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (38, 22, 95):  # ENOSYS, EINVAL, EOPNOTSUPP: this kernel or file system cannot exchange
+        return False
+    raise OSError(errno, os.strerror(errno), str(a))
+
+
+def replaceable(path: Path) -> bool:
+    """A directory that ``save_bundle`` may replace: empty, or holding bundle files only (a bundle, maybe unfinished)."""
+    if not path.is_dir():
+        return False
+    return all(entry.name in (*FILES, "bundle.json") for entry in path.iterdir())
 
 
 def save_bundle(
@@ -340,18 +393,49 @@ def save_bundle(
     metadata: dict | None = None,
     place_weights: np.ndarray | None = None,
 ) -> Path:
-    """Write a bundle directory. ``bundle.json`` is written last, so a half-written bundle never loads.
-    ``place_weights`` (one per input place) make the error the weighted mean squared error."""
+    """Write a bundle directory, replacing the bundle at ``path`` in one step.
+
+    The files are written and synced in a hidden sibling directory, which then takes the place of ``path`` (an atomic
+    exchange on Linux, otherwise two renames during which ``path`` is briefly absent), so a reader such as the
+    daemon's reload sees the old bundle, no bundle, or the whole new one: never a mix or a half-written file. A
+    directory at ``path`` holding anything but bundle files is refused rather than replaced. ``place_weights`` (one
+    per input place) make the error the weighted mean squared error.
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    manifest = path / "bundle.json"
-    if manifest.exists():
-        manifest.unlink()
     if not 0 < threshold_percentile <= 100:
         raise ConfigError(f"threshold_percentile must be in (0, 100], got {threshold_percentile}")
     reference = np.sort(np.asarray(reference_errors, dtype=np.float64))
     if len(reference) == 0 or not np.all(np.isfinite(reference)):
         raise BundleError("reference errors must be a non-empty set of finite numbers")
+    if path.exists() and not replaceable(path):
+        raise BundleError(
+            f"{path} exists and is not a bundle directory: choose another --out or remove it (seqmon replaces a bundle "
+            "directory whole, and would delete the other files)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.writing-", dir=path.parent))
+    try:
+        _write_files(staging, vectorizer, layers, reference, threshold_percentile, keras_model, metadata, place_weights)
+        if not path.exists():
+            os.rename(staging, path)
+        elif _exchange(staging, path):
+            shutil.rmtree(staging)  # now the old bundle
+        else:
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.rename(path, old / "bundle")
+            os.rename(staging, path)
+            shutil.rmtree(old)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_files(
+    path: Path, vectorizer: Vectorizer, layers: Sequence[DenseLayer], reference: np.ndarray,
+    threshold_percentile: float, keras_model, metadata: dict | None, place_weights: np.ndarray | None = None,
+) -> None:
     threshold = float(np.percentile(reference, threshold_percentile))
     vocabulary = {"tokens": vectorizer.vocabulary, "shapes": vectorizer.shapes}
     _fsync_write(path / "vocabulary.json", json.dumps(vocabulary, ensure_ascii=False).encode())
@@ -366,15 +450,15 @@ def save_bundle(
         f.flush()
         os.fsync(f.fileno())
     with open(path / "reference_errors.npy", "wb") as f:
-        np.save(f, reference)
+        np.save(f, reference, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
     files = ["vocabulary.json", "weights.npz", "reference_errors.npy"]
     if keras_model is not None:
         keras_model.save(path / "model.keras")
+        with open(path / "model.keras", "rb+") as f:
+            os.fsync(f.fileno())
         files.append("model.keras")
-    hashes = {name: _sha256(path / name) for name in files}
-    content_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
     doc = {
         "format_version": FORMAT_VERSION,
         "vectorizer": vectorizer.settings.to_dict(),
@@ -382,26 +466,72 @@ def save_bundle(
         "error": "mse" if place_weights is None else "weighted_mse",
         "threshold_percentile": threshold_percentile,
         "threshold": threshold,
-        "files": hashes,
-        "metadata": {**(metadata or {}), "content_hash": content_hash},
+        "files": {name: _sha256(path / name) for name in files},
+        "metadata": dict(metadata or {}),
     }
-    _fsync_write(manifest, json.dumps(doc, indent=2, ensure_ascii=False).encode())
-    return path
+    digest = _manifest_sha256(doc)
+    doc["content_sha256"] = digest
+    doc["metadata"]["content_hash"] = digest[:16]
+    _fsync_write(path / "bundle.json", json.dumps(doc, indent=2, ensure_ascii=False).encode())
+    _fsync_dir(path)
+
+
+def _damaged(path: Path, what: str) -> BundleError:
+    return BundleError(
+        f"bundle {path} is damaged or was changed after training ({what}): retrain it (seqmon train) or restore it "
+        "from a copy"
+    )
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Load and validate a bundle; any problem raises ``BundleError`` with one sentence naming it."""
+    """Load and validate a bundle; any problem raises ``BundleError`` with one sentence naming it.
+
+    Every file is read once, checked against its sha256 in ``bundle.json``, and parsed from the bytes that were
+    checked, so a file replaced while loading cannot slip in unchecked. Nothing is unpickled: the arrays load with
+    ``allow_pickle=False`` and the Keras model is not loaded at all (the scorer uses ``weights.npz``).
+    """
     path = Path(path)
+    for _attempt in range(3):
+        # Held open while loading, the directory's inode cannot be reused, so "the path now names another directory"
+        # is a sure sign that save_bundle swapped bundles under this load.
+        try:
+            held = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return _load_once(path)  # missing or not a directory: _load_once says which
+        try:
+            return _load_once(path)
+        except BundleError:
+            # A load that straddled a swap read files of two bundles: read the new one rather than fail.
+            if _identity(path) == _identity(held):
+                raise
+        finally:
+            os.close(held)
+    return _load_once(path)
+
+
+def _identity(target: Path | int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(target) if isinstance(target, int) else target.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _load_once(path: Path) -> Bundle:
     if not path.exists():
         raise BundleError(f"bundle {path} does not exist")
     if not path.is_dir():
         raise BundleError(f"bundle {path} is not a directory (a bundle is the directory `seqmon train --out` writes)")
     manifest = path / "bundle.json"
-    if not manifest.exists():
-        raise BundleError(f"bundle {path} has no bundle.json: it is not a bundle or its training did not finish")
     try:
-        doc = json.loads(manifest.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        raw_manifest = manifest.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"bundle {path} has no bundle.json: it is not a bundle or its training did not finish") from None
+    except OSError as e:
+        raise BundleError(f"bundle {path}: cannot read bundle.json ({e.strerror})") from None
+    try:
+        doc = json.loads(raw_manifest.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BundleError(f"bundle {path} has a damaged bundle.json ({e})") from None
     if not isinstance(doc, dict):
         raise BundleError(f"bundle {path} has a damaged bundle.json (not a JSON object)")
@@ -411,33 +541,61 @@ def load_bundle(path: str | Path) -> Bundle:
             f"bundle {path} has format version {version!r}; this seqmon reads versions "
             f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}: retrain it with this seqmon (seqmon train)"
         )
-    for name, expected in doc.get("files", {}).items():
-        file = path / name
-        if not file.exists():
-            raise BundleError(f"bundle {path} is missing {name}")
-        if _sha256(file) != expected:
-            raise BundleError(f"bundle {path} is damaged: {name} does not match the checksum in bundle.json")
+    listed = doc.get("files")
+    if not isinstance(listed, dict) or not all(isinstance(v, str) for v in listed.values()):
+        raise _damaged(path, "bundle.json lists no file checksums")
+    for name in listed:
+        if name not in FILES:
+            raise _damaged(path, f"bundle.json lists an unknown file {name!r}")
     for name in ("vocabulary.json", "weights.npz", "reference_errors.npy"):
-        if name not in doc.get("files", {}):
-            raise BundleError(f"bundle {path} does not list {name} in bundle.json")
+        if name not in listed:
+            raise _damaged(path, f"bundle.json does not list {name}")
+    if "content_sha256" in doc:
+        if doc["content_sha256"] != _manifest_sha256(doc):
+            raise _damaged(path, "bundle.json does not match its content hash")
+    else:
+        log.warning(
+            "bundle %s was written by an older seqmon: its files are checked but its bundle.json is not covered by a "
+            "content hash; retrain it to have everything checked", path,
+        )
+    data: dict[str, bytes] = {}
+    for name, expected in listed.items():
+        file = path / name
+        try:
+            if name == "model.keras":  # checked, never parsed: stream it rather than hold it
+                actual = _sha256(file)
+            else:
+                data[name] = file.read_bytes()
+                actual = hashlib.sha256(data[name]).hexdigest()
+        except FileNotFoundError:
+            raise _damaged(path, f"{name} is missing") from None
+        except OSError as e:
+            raise BundleError(f"bundle {path}: cannot read {name} ({e.strerror})") from None
+        if actual != expected:
+            raise _damaged(path, f"{name} does not match its checksum in bundle.json")
     try:
         settings = VectorizerSettings.from_dict(doc["vectorizer"])
-        vocabulary = json.loads((path / "vocabulary.json").read_text(encoding="utf-8"))
+        vocabulary = json.loads(data["vocabulary.json"].decode("utf-8"))
         if version == 1:
             vocabulary = {"tokens": vocabulary, "shapes": []}
         vectorizer = Vectorizer(settings, vocabulary["tokens"], vocabulary["shapes"])
         error = doc.get("error", "mse")
         if error not in ERROR_KINDS:
             raise ValueError(f"unknown error {error!r}")
-        with np.load(path / "weights.npz", allow_pickle=False) as w:
+        with np.load(io.BytesIO(data["weights.npz"]), allow_pickle=False) as w:
             activations = doc["activations"]
             layers = [DenseLayer(w[f"kernel_{i}"], w[f"bias_{i}"], act) for i, act in enumerate(activations)]
             place_weights = w["place_weights"] if error == "weighted_mse" else None
-        reference = np.load(path / "reference_errors.npy")
+        reference = np.load(io.BytesIO(data["reference_errors.npy"]), allow_pickle=False)
         threshold = float(doc["threshold"])
         threshold_percentile = float(doc["threshold_percentile"])
-    except (KeyError, ValueError, TypeError, ConfigError, OSError) as e:
+        metadata = doc.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise TypeError("metadata is not an object")
+    except (KeyError, ValueError, TypeError, IndexError, ConfigError, OSError, zipfile.BadZipFile) as e:
         raise BundleError(f"bundle {path} is inconsistent: {e}") from None
+    if not layers:
+        raise BundleError(f"bundle {path} is inconsistent: it has no layers")
     if layers[0].kernel.shape[0] != settings.n_features:
         raise BundleError(
             f"bundle {path} is inconsistent: the model takes {layers[0].kernel.shape[0]} inputs "
@@ -455,6 +613,6 @@ def load_bundle(path: str | Path) -> Bundle:
         reference_errors=reference,
         threshold=threshold,
         threshold_percentile=threshold_percentile,
-        metadata=doc.get("metadata", {}),
+        metadata=metadata,
         path=path,
     )

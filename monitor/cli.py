@@ -122,6 +122,11 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; a bundle is a directory")
+    from monitor.bundle import replaceable  # noqa: PLC0415
+
+    if out.is_dir() and not replaceable(out):  # found before training, not after
+        raise InputError(f"--out {out} holds files other than a bundle's; training replaces the directory whole: "
+                         "choose another --out or empty it")
     decoded = read_sequences(args.input, args.column, args.max_bytes)
     from monitor.vectorize import tokenize  # noqa: PLC0415
 

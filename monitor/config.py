@@ -431,6 +431,11 @@ class WindowingSettings(_Section):
     max_future_seconds : int
         Records whose event time is further ahead of the wall clock than this, s, are counted invalid
         (``invalid_timestamp``), so one bad clock cannot push the watermark ahead and close windows early.
+    max_past_seconds : int
+        Records whose event time is further behind the wall clock than this, s, are counted invalid
+        (``invalid_timestamp``); 0 = no bound. A record from 1970 would otherwise open a window that every hour since
+        must close after it (half a million count-0 windows), and open windows span at most
+        ``max_past_seconds + max_future_seconds``. Raise it to read a topic's backlog older than 30 days.
     idle_partition_timeout_seconds : int
         A partition whose lag is unknown and that delivered nothing for this long, s, stops holding its topic's
         windows open (a partition with a reported lag of 0 is idle at once; one with lag > 0 never is); 0 = only a
@@ -444,6 +449,7 @@ class WindowingSettings(_Section):
     timezone: str = "UTC"
     idle_close_interval_seconds: int = 30
     max_future_seconds: int = 300
+    max_past_seconds: int = 30 * 86_400
     idle_partition_timeout_seconds: int = 300
 
     def __post_init__(self) -> None:
@@ -459,6 +465,7 @@ class WindowingSettings(_Section):
             ) from None
         self._int("idle_close_interval_seconds", 0)
         self._int("max_future_seconds", 0)
+        self._int("max_past_seconds", 0)
         self._int("idle_partition_timeout_seconds", 0)
 
     def offset_ms(self, now: datetime | None = None) -> int:

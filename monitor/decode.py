@@ -26,6 +26,12 @@ INVALID_TIMESTAMP = "invalid_timestamp"
 REASONS = (EMPTY, INVALID_UTF8, TOO_LONG, INVALID_JSON, MISSING_FIELD, INVALID_WEIGHT, INVALID_TIMESTAMP)
 
 DEFAULT_MAX_BYTES = 4096
+#: Largest record weight accepted. Weights count repeats; far larger ones would make a window's Σw² overflow to inf
+#: and drown every other record of the window in rounding.
+MAX_WEIGHT = 1e12
+#: Event times are accepted from the epoch up to the end of year 9999 (UTC epoch ms): window arithmetic on int64
+#: stays exact there, and no real clock is outside it.
+MAX_EVENT_MS = 253_402_300_799_999
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,7 @@ def decode_json(values: Sequence[bytes], fields: JsonFields, max_bytes: int = DE
     weights = np.ones(n)
     if fields.weight:
         weights = _weights(docs, ok, fields.weight)
-        refused = ok & ~(np.isfinite(weights) & (weights > 0))
+        refused = ok & ~(np.isfinite(weights) & (weights > 0) & (weights <= MAX_WEIGHT))
         reasons[refused] = INVALID_WEIGHT
         ok &= ~refused
         weights[~ok] = 1.0
@@ -122,6 +128,10 @@ def decode_json(values: Sequence[bytes], fields: JsonFields, max_bytes: int = DE
         refused = _timestamps(docs, ok, fields.timestamp, stamps)
         reasons[refused] = INVALID_TIMESTAMP
         ok &= ~refused
+    # A lone surrogate escape ("\ud800") that json.loads let through has no UTF-8 form: Arrow would fail on it.
+    wide = [i for i in np.flatnonzero(ok).tolist() if not sequences[i].isascii() and not _encodable(sequences[i])]
+    reasons[wide] = INVALID_UTF8
+    ok[wide] = False
     if not ok.all():
         sequences = [s if good else "" for s, good in zip(sequences, ok.tolist())]
     return Decoded(sequences, reasons, weights, stamps)
@@ -139,8 +149,9 @@ def _timestamps(docs: list, ok: np.ndarray, field: str, out: np.ndarray) -> np.n
         except OverflowError:
             pass
         else:
-            refused[rows[values < 0]] = True
-            out[rows[values >= 0]] = values[values >= 0]
+            bad = (values < 0) | (values > MAX_EVENT_MS)
+            refused[rows[bad]] = True
+            out[rows[~bad]] = values[~bad]
             return refused
     for i, value in zip(rows.tolist(), raw):
         if value is _ABSENT:
@@ -193,22 +204,45 @@ def _parse_refused(value: bytes) -> tuple[object, str]:
         return None, INVALID_JSON
 
 
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_weight(value) -> float | None:
+    """A record weight from a JSON number: finite, > 0 and at most ``MAX_WEIGHT``; None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        w = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return w if 0 < w <= MAX_WEIGHT else None  # NaN fails both comparisons
+
+
 def parse_timestamp_ms(value) -> int | None:
-    """Epoch milliseconds from an integer (ms) or an ISO 8601 string carrying a time zone; None if neither."""
+    """Epoch milliseconds from a number (ms) or an ISO 8601 string carrying a time zone, from 0 to ``MAX_EVENT_MS``;
+    None for anything else (NaN, infinities, negative or huge numbers, strings without a zone)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and np.isfinite(value) and value >= 0:
-        return int(value)
+        return value if 0 <= value <= MAX_EVENT_MS else None
+    if isinstance(value, float):
+        return int(value) if 0 <= value <= MAX_EVENT_MS else None  # NaN fails the comparison
     if isinstance(value, str):
         from datetime import datetime  # noqa: PLC0415
 
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            if parsed.tzinfo is None:
+                return None
+            ms = int(parsed.timestamp() * 1000)
+        except (ValueError, OverflowError):  # out of range once shifted by the zone, e.g. year 1 at +05:00
             return None
-        if parsed.tzinfo is None:
-            return None
-        return int(parsed.timestamp() * 1000)
+        return ms if 0 <= ms <= MAX_EVENT_MS else None
     return None

@@ -45,7 +45,7 @@ def replay_daemon(
         settings = load_settings(None, env={}, overrides=[
             f"model.bundle={bundle_path}", f"state.directory={state}", f"window.size_seconds={window_size_s}",
             f"window.allowed_lateness_seconds={lateness_s}", "window.idle_close_interval_seconds=0",
-            "window.max_future_seconds=3153600000", "model.watch_interval_seconds=0", "state.checkpoint_interval_seconds=3600",
+            "window.max_future_seconds=3153600000", "window.max_past_seconds=0", "model.watch_interval_seconds=0", "state.checkpoint_interval_seconds=3600",
             f"metrics.port={metrics_port or 9108}", f"kafka.topics={topic}", *settings_overrides,
         ])
         daemon = Daemon(settings, registry=CollectorRegistry())

@@ -70,6 +70,11 @@ class Offsets:
                 self._next[key(topic, partition)] = int(theirs)
         return seek
 
+    def forget_topics(self, topics: Iterable[str]) -> None:
+        """Drop every partition of ``topics`` (topics no longer read, whose state leaves the checkpoint)."""
+        gone = set(topics)
+        self._next = {k: v for k, v in self._next.items() if unkey(k)[0] not in gone}
+
     def to_commit(self, partitions: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """Our offsets of ``partitions`` (those we have one for), to commit to the group."""
         wanted = {key(t, p) for t, p in partitions}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.bundle import Bundle
-from monitor.decode import EMPTY, INVALID_TIMESTAMP, Decoded, decode_plain
+from monitor.decode import EMPTY, INVALID_TIMESTAMP, INVALID_WEIGHT, MAX_EVENT_MS, MAX_WEIGHT, Decoded, decode_plain
 from monitor.errors import InputError
 from monitor.window import ClosedWindow, Windower
 
@@ -54,11 +54,21 @@ class Pipeline:
         self.windower = windower
         self.decode = decode
 
-    def process(self, batch: RecordBatch, max_event_ms: int | None = None, now_ms: int | None = None) -> BatchResult:
-        """Score and window one batch. Records with an event time after ``max_event_ms`` (UTC epoch ms) are not
-        scored but marked ``invalid_timestamp``: a clock far ahead would push the watermark and make the real
-        records late. ``now_ms`` (wall clock, UTC epoch ms) marks the batch's partitions active for the windower's
-        idle timeout."""
+    def process(
+        self,
+        batch: RecordBatch,
+        max_event_ms: int | None = None,
+        now_ms: int | None = None,
+        min_event_ms: int | None = None,
+    ) -> BatchResult:
+        """Score and window one batch; every record ends counted in a window, ``late`` or with a reason.
+
+        Records with an event time after ``max_event_ms`` or before ``min_event_ms`` (UTC epoch ms) are not windowed
+        but marked ``invalid_timestamp``: a clock far ahead would push the watermark and make the real records late,
+        and one far behind would open a window that every hour since must close after it. Event times outside 0 …
+        ``MAX_EVENT_MS`` (a Kafka record without a timestamp has -1) and weights that are not finite, > 0 and at most
+        ``MAX_WEIGHT`` are invalid whatever the bounds. ``now_ms`` (wall clock, UTC epoch ms) marks the batch's
+        partitions active for the windower's idle timeout."""
         decoded = self.decode(batch.values)
         ok = np.flatnonzero(decoded.ok)
         errors = np.full(len(batch), np.nan)
@@ -69,10 +79,16 @@ class Pipeline:
         reasons = decoded.reasons
         reasons[decoded.ok & np.isnan(errors)] = EMPTY
         stamps = np.where(decoded.timestamps_ms >= 0, decoded.timestamps_ms, batch.timestamps_ms)
-        if max_event_ms is not None:
-            reasons[(reasons == "") & (stamps > max_event_ms)] = INVALID_TIMESTAMP
+        lowest = 0 if min_event_ms is None else max(0, min_event_ms)
+        highest = MAX_EVENT_MS if max_event_ms is None else min(MAX_EVENT_MS, max_event_ms)
+        reasons[(reasons == "") & ((stamps < lowest) | (stamps > highest))] = INVALID_TIMESTAMP
+        if batch.weights is None:
+            weights = decoded.weights
+        else:
+            weights = np.asarray(batch.weights, dtype=np.float64)
+            usable = (weights > 0) & (weights <= MAX_WEIGHT)  # NaN fails both
+            reasons[(reasons == "") & ~usable] = INVALID_WEIGHT
         scored = np.flatnonzero(reasons == "")
-        weights = decoded.weights if batch.weights is None else batch.weights
         e = errors[scored]
         closed, late_scored = self.windower.add(
             batch.topics[scored],

@@ -182,7 +182,11 @@ class Daemon:
     def report_lags(self, now: float) -> None:
         """Tell the windower how far behind each assigned partition is: a caught-up partition stops holding its
         topic's windows open, which may close some."""
-        lags = self.source.lag()
+        try:
+            lags = self.source.lag()
+        except Exception as e:  # lags are advisory: a broker too busy to answer must not stop the daemon
+            log.warning("could not read partition lags (asking again in %d s): %s", LAG_INTERVAL_SECONDS, e)
+            return
         for (topic, partition), lag in lags.items():
             self.metrics.set_lag(topic, partition, lag)
         windower = self.pipeline.windower
@@ -217,8 +221,12 @@ class Daemon:
     def process(self, batch: RecordBatch) -> None:
         started = time.perf_counter()
         now = self.clock()
+        w = self.settings.window
         result = self.pipeline.process(
-            batch, max_event_ms=int((now + self.settings.window.max_future_seconds) * 1000), now_ms=int(now * 1000)
+            batch,
+            max_event_ms=int((now + w.max_future_seconds) * 1000),
+            now_ms=int(now * 1000),
+            min_event_ms=int((now - w.max_past_seconds) * 1000) if w.max_past_seconds else None,
         )
         self.offsets.advance(batch)
         duration = time.perf_counter() - started
@@ -265,6 +273,7 @@ class Daemon:
         """Write the checkpoint, then commit the same offsets to the group (those of ``partitions``, or all
         assigned)."""
         now = self.clock()
+        self._forget_quiet_topics(now)
         if self.sink is not None:
             self.sink.flush()  # dead letters and results before the offsets that cover them
         write_checkpoint(self.state_dir, {
@@ -280,6 +289,26 @@ class Daemon:
             commit = self.offsets.to_commit(self.source.assignment() if partitions is None else partitions)
             if commit:
                 self.source.commit(commit)
+
+    def _forget_quiet_topics(self, now: float) -> None:
+        """Keep the checkpoint bounded by the topics active within ``window.max_past_seconds``: a topic no longer
+        read here and with nothing newer than that has its last open windows closed (emitted as usual) and is then
+        dropped (windows, baseline, offsets)."""
+        max_past = self.settings.window.max_past_seconds
+        if not max_past:
+            return
+        before_ms = int((now - max_past) * 1000)
+        closed = self.pipeline.windower.close_abandoned(before_ms)
+        if closed:
+            self._emit(closed, now)
+        gone = self.pipeline.windower.forget_quiet_topics(before_ms)
+        if not gone:
+            return
+        self.baseline.forget(gone)
+        assigned = {t for t, _ in self.source.assignment()} if self.source is not None else set()
+        dropped = set(gone) - assigned
+        self.offsets.forget_topics(dropped)
+        log.info("forgot the state of %d topic(s) quiet for over %d s: %s", len(gone), max_past, ", ".join(gone))
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]

@@ -667,6 +667,43 @@ class Windower:
             if state is not None:
                 state.partitions.pop(int(partition), None)
 
+    def close_abandoned(self, before_ms: int) -> list[ClosedWindow]:
+        """Close the open windows of every topic none of whose partitions is assigned here any more, once all of them
+        ended at or before ``before_ms`` (UTC epoch ms, the caller's oldest acceptable event time): no record can
+        reach them, and no watermark of this consumer would ever close them. Ordered by ``(start_ms, topic)``."""
+        size = self._settings.size_ms
+        closed: list[ClosedWindow] = []
+        for name, state in self._topics.items():
+            if not state.open or any(part.assigned for part in state.partitions.values()):
+                continue
+            end = max(state.open) + size
+            if end > before_ms:
+                continue
+            if state.watermark_ms is None or end > state.watermark_ms:
+                state.watermark_ms = end
+            closed.extend(self._close_topic(name, state))
+        closed.sort(key=lambda w: (w.start_ms, w.topic))
+        return closed
+
+    def forget_quiet_topics(self, before_ms: int) -> list[str]:
+        """Drop the state of every topic that no record can change any more; return their names, sorted.
+
+        A topic is quiet when none of its partitions is assigned here, none of its windows is open, and its windows
+        closed, and its watermark, lie before ``before_ms`` (UTC epoch ms). The caller passes its oldest acceptable
+        event time (the daemon: now minus ``window.max_past_seconds``), so a record that the forgotten state would have
+        made late is refused as too old instead: forgetting loses nothing, and the state is bounded by the topics
+        active within that span rather than by every topic ever read."""
+        quiet = []
+        for name, state in self._topics.items():
+            if state.open or any(part.assigned for part in state.partitions.values()):
+                continue
+            progress = max((ms for ms in (state.closed_until_ms, state.watermark_ms) if ms is not None), default=None)
+            if progress is None or progress <= before_ms:
+                quiet.append(name)
+        for name in quiet:
+            del self._topics[name]
+        return sorted(quiet)
+
     def report_lags(self, lags: Mapping[tuple[str, int], int | None], now_ms: int | None = None) -> list[ClosedWindow]:
         """Record how many records each assigned partition has left to deliver and close what that makes due.
 

@@ -21,7 +21,8 @@ HOURS = 5
 def settings_for(bundle, state):
     return load_settings(None, env={}, overrides=[
         f"model.bundle={bundle}", f"state.directory={state}", "window.idle_close_interval_seconds=0",
-        "window.max_future_seconds=3153600000", "model.watch_interval_seconds=0", "kafka.topics=replay",
+        "window.max_future_seconds=3153600000", "window.max_past_seconds=0", "model.watch_interval_seconds=0",
+        "kafka.topics=replay",
     ])
 
 

@@ -10,6 +10,23 @@ from monitor.score import DenseLayer
 from monitor.vectorize import Vectorizer, VectorizerSettings
 
 
+def _signed(doc):
+    """The manifest with its content hash made to match, as a careful forger (or a future seqmon) would write it."""
+    from monitor.bundle import _manifest_sha256
+
+    doc = {**doc, "content_sha256": _manifest_sha256(doc)}
+    doc["metadata"] = {**doc["metadata"], "content_hash": doc["content_sha256"][:16]}
+    return doc
+
+
+def _layers(seed=0, width=8):
+    rng = np.random.default_rng(seed)
+    return [
+        DenseLayer(rng.normal(size=(width, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32), "relu"),
+        DenseLayer(rng.normal(size=(3, width)).astype(np.float32), rng.normal(size=width).astype(np.float32), "linear"),
+    ]
+
+
 @pytest.fixture
 def bundle_dir(tmp_path):
     rng = np.random.default_rng(0)
@@ -79,6 +96,7 @@ def test_a_version_1_bundle_loads_and_scores_the_same(bundle_dir):
     manifest = bundle_dir / "bundle.json"
     doc = json.loads(manifest.read_text())
     doc["format_version"] = 1
+    del doc["content_sha256"]  # version 1 predates the content hash
     doc["files"]["vocabulary.json"] = hashlib.sha256(vocabulary.read_bytes()).hexdigest()
     manifest.write_text(json.dumps(doc))
     after = load_bundle(bundle_dir)
@@ -90,7 +108,7 @@ def test_settings_that_do_not_fit_the_weights(bundle_dir):
     manifest = bundle_dir / "bundle.json"
     doc = json.loads(manifest.read_text())
     doc["vectorizer"]["encoding"] = "positional"
-    manifest.write_text(json.dumps(doc))
+    manifest.write_text(json.dumps(_signed(doc)))
     with pytest.raises(BundleError, match="inconsistent"):
         load_bundle(bundle_dir)
 
@@ -116,9 +134,203 @@ def test_place_weights_round_trip_and_change_the_error(bundle_dir, tmp_path):
 def test_a_weighted_bundle_without_its_weights_is_refused(bundle_dir):
     manifest = bundle_dir / "bundle.json"
     doc = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**doc, "error": "weighted_mse"}))
+    manifest.write_text(json.dumps(_signed({**doc, "error": "weighted_mse"})))
     with pytest.raises(BundleError, match="inconsistent"):
         load_bundle(bundle_dir)
-    manifest.write_text(json.dumps({**doc, "error": "median"}))
+    manifest.write_text(json.dumps(_signed({**doc, "error": "median"})))
     with pytest.raises(BundleError, match="unknown error 'median'"):
         load_bundle(bundle_dir)
+
+
+# --- bundles are checked data -------------------------------------------------------------------------------------
+
+
+def _save(path, seed=0, threshold_percentile=99.0, **kwargs):
+    vectorizer = Vectorizer(VectorizerSettings(vocab_size=8), ["df", "36", "fr", "gx567"])
+    return save_bundle(path, vectorizer=vectorizer, layers=_layers(seed), reference_errors=np.linspace(0.01, 1, 100),
+                       threshold_percentile=threshold_percentile, **kwargs)
+
+
+def test_the_content_hash_covers_the_manifest_and_every_file(bundle_dir):
+    doc = json.loads((bundle_dir / "bundle.json").read_text())
+    assert set(doc["files"]) == {"vocabulary.json", "weights.npz", "reference_errors.npy"}
+    assert len(doc["content_sha256"]) == 64 and doc["metadata"]["content_hash"] == doc["content_sha256"][:16]
+    assert load_bundle(bundle_dir).content_hash == doc["content_sha256"][:16]
+    other = _save(bundle_dir.parent / "other", seed=1)
+    assert load_bundle(other).content_hash != load_bundle(bundle_dir).content_hash
+
+
+@pytest.mark.parametrize("change", [
+    lambda doc: doc.update(threshold=doc["threshold"] * 10),  # raise the threshold: fewer anomalies
+    lambda doc: doc["metadata"].update(training_rows=1),
+    lambda doc: doc["vectorizer"].update(lower=not doc["vectorizer"]["lower"]),
+    lambda doc: doc.update(activations=["linear", "linear"]),
+])
+def test_a_tampered_manifest_is_refused(bundle_dir, change):
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    change(doc)
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(BundleError, match=r"is damaged or was changed after training \(bundle.json does not match its "
+                                          r"content hash\): retrain it \(seqmon train\) or restore it"):
+        load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize("name", ["vocabulary.json", "weights.npz", "reference_errors.npy"])
+def test_a_truncated_file_is_refused_by_name(bundle_dir, name):
+    path = bundle_dir / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(BundleError, match=f"damaged or was changed after training \\({name} does not match its checksum"):
+        load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize("name", ["vocabulary.json", "weights.npz", "reference_errors.npy"])
+def test_a_missing_file_is_refused_by_name(bundle_dir, name):
+    (bundle_dir / name).unlink()
+    with pytest.raises(BundleError, match=f"\\({name} is missing\\)"):
+        load_bundle(bundle_dir)
+
+
+def test_a_file_swapped_for_another_bundles_is_refused(bundle_dir):
+    other = _save(bundle_dir.parent / "other", seed=1)
+    (bundle_dir / "weights.npz").write_bytes((other / "weights.npz").read_bytes())
+    with pytest.raises(BundleError, match="weights.npz does not match its checksum"):
+        load_bundle(bundle_dir)
+
+
+def test_a_manifest_naming_files_outside_the_bundle_is_refused(bundle_dir):
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    doc["files"]["../../etc/passwd"] = "0" * 64
+    manifest.write_text(json.dumps(_signed(doc)))
+    with pytest.raises(BundleError, match="lists an unknown file '../../etc/passwd'"):
+        load_bundle(bundle_dir)
+
+
+def test_loading_never_unpickles(bundle_dir):
+    """An object array needs pickle to load; a re-signed bundle carrying one is refused, not executed."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([0.1, None, 0.3], dtype=object), allow_pickle=True)
+    (bundle_dir / "reference_errors.npy").write_bytes(buffer.getvalue())
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    doc["files"]["reference_errors.npy"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    manifest.write_text(json.dumps(_signed(doc)))
+    with pytest.raises(BundleError, match="inconsistent: .*allow_pickle"):
+        load_bundle(bundle_dir)
+
+
+def test_a_bundle_of_an_older_seqmon_loads_with_a_warning(bundle_dir, caplog):
+    """Bundles written before the content hash keep their file checksums (still checked) and their old hash label."""
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    del doc["content_sha256"]
+    doc["metadata"]["content_hash"] = "0123456789abcdef"
+    manifest.write_text(json.dumps(doc))
+    with caplog.at_level("WARNING", logger="seqmon"):
+        b = load_bundle(bundle_dir)
+    assert b.content_hash == "0123456789abcdef"
+    assert "written by an older seqmon" in caplog.text and "retrain it" in caplog.text
+    (bundle_dir / "vocabulary.json").write_text("[]")
+    with pytest.raises(BundleError, match="vocabulary.json does not match its checksum"):
+        load_bundle(bundle_dir)
+
+
+def test_saving_replaces_a_bundle_whole_and_leaves_no_staging_directory(tmp_path):
+    first = load_bundle(_save(tmp_path / "b", seed=0))
+    (tmp_path / "b" / "model.keras").write_bytes(b"left over from an earlier training")
+    second = load_bundle(_save(tmp_path / "b", seed=1))
+    assert second.content_hash != first.content_hash
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["bundle.json", "reference_errors.npy",
+                                                                 "vocabulary.json", "weights.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_saving_refuses_to_replace_a_directory_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="exists and is not a bundle directory"):
+        _save(tmp_path / "b")
+    assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
+
+
+def test_an_interrupted_save_keeps_the_old_bundle(tmp_path, monkeypatch):
+    import monitor.bundle as bundle_module
+
+    path = _save(tmp_path / "b", seed=0)
+    before = load_bundle(path).content_hash
+
+    def die(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bundle_module.np, "savez", die)
+    with pytest.raises(OSError, match="No space left"):
+        _save(path, seed=1)
+    assert load_bundle(path).content_hash == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_the_two_rename_fallback_replaces_the_bundle(tmp_path, monkeypatch):
+    import monitor.bundle as bundle_module
+
+    path = _save(tmp_path / "b", seed=0)
+    monkeypatch.setattr(bundle_module, "_exchange", lambda a, b: False)
+    after = load_bundle(_save(path, seed=1))
+    assert after.content_hash == load_bundle(_save(tmp_path / "c", seed=1)).content_hash
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+
+
+def test_train_refuses_an_out_directory_with_other_files_before_training(tmp_path, capsys):
+    from monitor.cli import main
+
+    source = tmp_path / "train.txt"
+    source.write_text("DF 36 FR GX567\n" * 50)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("mine")
+    assert main(["train", str(source), "--out", str(tmp_path / "b"), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqmon: error: --out") and "holds files other than a bundle's" in err
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["notes.txt"]
+
+
+def test_any_damage_to_any_file_is_refused_with_a_bundle_error(tmp_path_factory):
+    """Hypothesis flips, cuts or extends bytes of any file, bundle.json included: the load raises BundleError (one
+    sentence), never another exception, and never loads changed content."""
+    import shutil
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    pristine = _save(tmp_path_factory.mktemp("pristine") / "b", seed=3)
+    names = sorted(p.name for p in pristine.iterdir())
+
+    @settings(max_examples=120, deadline=None)
+    @given(st.sampled_from(names), st.sampled_from(["flip", "cut", "append", "empty"]), st.integers(0, 1 << 30),
+           st.integers(1, 255))
+    def damage(name, how, where, xor):
+        work = tmp_path_factory.mktemp("damaged") / "b"
+        shutil.copytree(pristine, work)
+        data = bytearray((work / name).read_bytes())
+        at = where % len(data)
+        if how == "flip":
+            data[at] ^= xor
+        elif how == "cut":
+            del data[at:]
+        elif how == "append":
+            data += bytes([xor])
+        else:
+            data = bytearray()
+        (work / name).write_bytes(bytes(data))
+        try:
+            loaded = load_bundle(work)
+        except BundleError as e:
+            assert "\n" not in str(e) and str(work) in str(e)
+            return
+        # Only a change that leaves the manifest's content as it was (white space) may load, as the same bundle.
+        assert name == "bundle.json"
+        assert json.loads(bytes(data)) == json.loads((pristine / name).read_bytes())
+        assert loaded.content_hash == load_bundle(pristine).content_hash
+
+    damage()

@@ -104,6 +104,7 @@ def test_to_dict_has_the_file_shape():
         "timezone": "UTC",
         "idle_close_interval_seconds": 30,
         "max_future_seconds": 300,
+        "max_past_seconds": 2_592_000,
         "idle_partition_timeout_seconds": 300,
     }
 
