@@ -32,15 +32,16 @@ def test_what_only_pythons_json_reads_keeps_its_reason():
         b'{"seq": "a", "w": ' + b"9" * 400 + b"}",  # an integer beyond any float
         b'{"seq": "a", "ts": ' + b"9" * 30 + b"}",  # beyond int64 epoch ms
         b'{"seq": "a", "w": true}',
-        b'{"seq": "\\ud800 lone surrogate"}',  # json reads it; orjson does not
+        b'{"seq": "\\ud800 lone surrogate"}',  # json reads it, orjson does not, and it has no UTF-8 form
         b"[" * 100_000 + b"]" * 100_000,  # deeper than json's recursion limit
         b'{"seq": "b", "w": 3}',
     ]
     d = decode_json(values, FIELDS, max_bytes=1_000_000)
     assert d.reasons.tolist() == [
-        "invalid_weight", "invalid_weight", "invalid_weight", "invalid_timestamp", "invalid_weight", "", "invalid_json", "",
+        "invalid_weight", "invalid_weight", "invalid_weight", "invalid_timestamp", "invalid_weight", "invalid_utf8",
+        "invalid_json", "",
     ]
-    assert d.sequences[5] == "\ud800 lone surrogate" and d.sequences[7] == "b" and d.weights[7] == 3.0
+    assert d.sequences[7] == "b" and d.weights[7] == 3.0
     assert all(s == "" for s, r in zip(d.sequences, d.reasons) if r)
 
 
