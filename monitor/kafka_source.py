@@ -11,6 +11,7 @@ caller's thread is blocked in that call meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -20,8 +21,10 @@ from operator import itemgetter
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import errors as kafka_errors
 from kafka.structs import OffsetAndMetadata
 
+from monitor import kafka_access
 from monitor.errors import ConfigError, MonitorError
 from monitor.export import json_safe
 from monitor.pipeline import RecordBatch
@@ -62,6 +65,69 @@ def _forced(config: dict, forced: dict, what: str) -> dict:
         if key in config and config[key] != value:
             raise ConfigError(f"{what} setting {key}={config[key]!r} is not allowed: seqmon sets {key}={value!r}")
     return {**config, **forced}
+
+
+def _built(factory, config: dict):
+    """``factory(**config)`` (a kafka-python client), stopped at the first authentication or TLS failure.
+
+    kafka-python retries those while it bootstraps, logging each attempt, and then raises a bare timeout; the client
+    is built on a worker thread while its log is watched, and at the first such failure its network client is closed
+    (which ends the retries) and ``KafkaAccessError`` raised.
+    """
+    watch = kafka_access.FailureWatch(config, (kafka_errors.SaslAuthenticationFailedError,))
+    done = threading.Event()
+    outcome: dict = {}
+    networks: list = []
+    network_class = factory.DEFAULT_CONFIG.get("kafka_client")
+
+    def network(**kwargs):
+        networks.append(network_class(**kwargs))
+        return networks[-1]
+
+    def build():
+        try:
+            outcome["client"] = factory(**config, **({"kafka_client": network} if network_class else {}))
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+            watch.seen.set()
+
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.addHandler(watch)
+    try:
+        threading.Thread(target=build, name="seqmon-kafka-bootstrap", daemon=True).start()
+        watch.seen.wait()
+        if not done.is_set() and watch.failure is not None:
+            for net in networks:
+                with contextlib.suppress(Exception):
+                    net.close()
+            done.wait(10)  # its last log lines come before the error, not after
+            if "client" in outcome:
+                with contextlib.suppress(Exception):
+                    outcome["client"].close()
+            raise watch.failure
+    finally:
+        kafka_logger.removeHandler(watch)
+    if "error" in outcome:
+        if watch.failure is not None:
+            raise watch.failure from None
+        raise outcome["error"]
+    return outcome["client"]
+
+
+@contextlib.contextmanager
+def _access_errors(config: dict, topics: Iterable[str] = ()):
+    """Kafka's refusals (failed login, missing ACL right) as ``KafkaAccessError``: retrying cannot heal them."""
+    try:
+        yield
+    except kafka_errors.GroupAuthorizationFailedError:
+        raise kafka_access.group_not_authorized(config) from None
+    except kafka_errors.TopicAuthorizationFailedError as exc:
+        denied = [str(a) for a in exc.args if isinstance(a, str)] or list(topics)
+        raise kafka_access.read_not_authorized(config, denied) from None
+    except kafka_errors.SaslAuthenticationFailedError as exc:
+        raise kafka_access.authentication_failed(config, str(exc)) from None
 
 
 def records_to_batch(records: dict) -> RecordBatch | None:
@@ -177,7 +243,9 @@ class KafkaSource:
         self._on_revoke = on_revoke
         self._on_lost = on_lost if on_lost is not None else on_revoke
         self._closed = False
-        self._consumer = KafkaConsumer(**config)
+        self._config = config
+        self._topics = list(topics or ())
+        self._consumer = _built(KafkaConsumer, config)
         try:
             if topics is not None:
                 self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
@@ -207,7 +275,14 @@ class KafkaSource:
 
         Also drives group membership: rebalance callbacks run inside this call.
         """
-        return records_to_batch(self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
+        with _access_errors(self._config, self._topics):
+            records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        # kafka-python only logs a subscribed topic the user may not read, and then reads nothing, forever.
+        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
+        denied = set(getattr(cluster, "unauthorized_topics", ())) & set(self._topics)
+        if denied:
+            raise kafka_access.read_not_authorized(self._config, sorted(denied))
+        return records_to_batch(records)
 
     def assignment(self) -> list[TopicPartitionKey]:
         return _keys(self._consumer.assignment())
@@ -234,15 +309,17 @@ class KafkaSource:
 
     def committed(self, keys: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         """The group's committed offset per partition (None: never committed); one request per partition."""
-        return {(t, p): self._consumer.committed(TopicPartition(t, p)) for t, p in keys}
+        with _access_errors(self._config, self._topics):
+            return {(t, p): self._consumer.committed(TopicPartition(t, p)) for t, p in keys}
 
     def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
         """Commit these next-offsets synchronously (the offset of the first record not yet processed)."""
         if not offsets:
             return
-        self._consumer.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
-        )
+        with _access_errors(self._config, self._topics):
+            self._consumer.commit(
+                {TopicPartition(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
+            )
 
     def lag(self) -> dict[TopicPartitionKey, int]:
         """Records not read yet per assigned partition whose position is known: end offset minus position."""
@@ -281,10 +358,27 @@ class KafkaSink:
         for key in ("key_serializer", "value_serializer"):
             if config.get(key) is not None:
                 raise ConfigError(f"Kafka producer setting {key} is not allowed: seqmon sends bytes")
-        self._producer = KafkaProducer(**config)
+        self._config = config
+        self._producer = _built(KafkaProducer, config)
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._settings_of: dict[str, str] = {}
+        self._failure: MonitorError | None = None
+
+    def check_writable(self, topics: dict[str, str]) -> None:
+        """Fail at start, not at the first record, if a topic cannot be written: ``topics`` maps each to its setting.
+
+        WRITE implies DESCRIBE, so a user that may write the topic may read its metadata; one that may not is refused.
+        """
+        self._settings_of.update(topics)
+        for topic, setting in topics.items():
+            try:
+                self._producer.partitions_for(topic)
+            except kafka_errors.TopicAuthorizationFailedError:
+                self._closed = True
+                self._producer.close(timeout=0)  # nothing was sent; its threads stop before the error is shown
+                raise kafka_access.write_not_authorized(self._config, topic, setting) from None
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
@@ -313,11 +407,26 @@ class KafkaSink:
 
     def flush(self, timeout_s: float = 30) -> None:
         """Wait until every record sent so far is acknowledged; raise if any could not be delivered."""
+        if self._failure is not None:
+            # Sticky: a later flush that found nothing new must not let the caller commit past the lost records.
+            raise self._failure
         self._producer.flush(timeout=timeout_s)
         with self._lock:
             errors, self._errors = self._errors, []
-        if errors:
-            raise KafkaSinkError(f"{len(errors)} record(s) could not be delivered to Kafka; first error: {errors[0]!r}")
+        if not errors:
+            return
+        denied = [e for e in errors if isinstance(e, kafka_errors.TopicAuthorizationFailedError)]
+        if denied:
+            topic = next((str(a) for a in denied[0].args if isinstance(a, str)), "?")
+            failure: MonitorError = kafka_access.write_not_authorized(
+                self._config, topic, self._settings_of.get(topic, "an output topic")
+            )
+        else:
+            failure = KafkaSinkError(
+                f"{len(errors)} record(s) could not be delivered to Kafka; first error: {errors[0]!r}"
+            )
+        self._failure = failure
+        raise failure
 
     def close(self) -> None:
         """Flush what is pending (errors are raised) and close the producer. Idempotent."""
@@ -327,4 +436,4 @@ class KafkaSink:
         try:
             self.flush()
         finally:
-            self._producer.close()
+            self._producer.close(timeout=0 if self._failure is not None else None)

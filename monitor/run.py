@@ -115,6 +115,9 @@ class Daemon:
         if source is None:
             if k.dead_letter_topic or k.results_topic:
                 self.sink = KafkaSink(k.producer_config())
+                self.sink.check_writable(
+                    {t: f"kafka.{n}" for n in ("dead_letter_topic", "results_topic") if (t := getattr(k, n))}
+                )
             if k.client == "confluent":
                 from monitor.confluent_source import ConfluentSource  # noqa: PLC0415
 

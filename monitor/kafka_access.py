@@ -1,0 +1,108 @@
+"""Why Kafka refused the daemon, in one sentence: the translation both Kafka clients share.
+
+A failed login, an untrusted broker certificate or a missing ACL right cannot heal by retrying, yet both clients retry
+them (kafka-python until its bootstrap timeout, librdkafka forever). The sources stop at the first one and raise
+``KafkaAccessError`` with one of these messages, which name the setting to fix or the ACL right to grant (the rights
+are listed in README, "Kafka security").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from monitor.errors import KafkaAccessError
+
+__all__ = [
+    "FailureWatch",
+    "authentication_failed",
+    "group_not_authorized",
+    "read_not_authorized",
+    "tls_failed",
+    "write_not_authorized",
+]
+
+
+def _user(config: dict) -> str:
+    name = config.get("sasl_plain_username") or config.get("sasl.username")
+    return f"user {name!r}" if name else "the client"
+
+
+def authentication_failed(config: dict, detail: str) -> KafkaAccessError:
+    mechanism = config.get("sasl_mechanism") or config.get("sasl.mechanism") or "SASL"
+    return KafkaAccessError(
+        f"Kafka authentication of {_user(config)} ({mechanism}) failed: check kafka.sasl_plain_username and "
+        f"kafka.sasl_plain_password ({detail.strip()})"
+    )
+
+
+def tls_failed(config: dict, detail: str) -> KafkaAccessError:
+    cafile = config.get("ssl_cafile") or config.get("ssl.ca.location")
+    trust = f"kafka.ssl_cafile ({cafile})" if cafile else "the system's CA certificates (kafka.ssl_cafile is empty)"
+    return KafkaAccessError(
+        f"TLS connection to Kafka failed: the broker's certificate is not trusted by {trust}; set kafka.ssl_cafile "
+        f"to the CA that signed it ({detail.strip()})"
+    )
+
+
+def read_not_authorized(config: dict, topics: list[str]) -> KafkaAccessError:
+    names = ", ".join(repr(t) for t in sorted(topics))
+    return KafkaAccessError(
+        f"Kafka {_user(config)} may not read topic {names}: grant it the READ right on the topic "
+        "(ACL operation READ, resource TOPIC)"
+    )
+
+
+def group_not_authorized(config: dict) -> KafkaAccessError:
+    group = config.get("group_id") or config.get("group.id")
+    return KafkaAccessError(
+        f"Kafka {_user(config)} may not use consumer group {group!r} (kafka.group_id): grant it the READ right on the "
+        "group (ACL operation READ, resource GROUP)"
+    )
+
+
+def write_not_authorized(config: dict, topic: str, setting: str) -> KafkaAccessError:
+    return KafkaAccessError(
+        f"Kafka {_user(config)} may not write to topic {topic!r} ({setting}): grant it the WRITE right on the topic "
+        "(ACL operation WRITE, resource TOPIC)"
+    )
+
+
+_TLS_MARKERS = ("certificate verify failed", "certificate_verify_failed", "wrong version number", "ssl handshake")
+
+
+class FailureWatch(logging.Handler):
+    """Catches the first authentication or TLS failure a Kafka client logs (as the argument of a log record).
+
+    kafka-python reports such failures only in its log while it retries bootstrapping, and raises a plain timeout
+    ``bootstrap_timeout_ms`` later; watching its log lets the caller stop at the first one.
+    """
+
+    def __init__(self, config: dict, authentication_errors: tuple[type[BaseException], ...]):
+        super().__init__(logging.DEBUG)
+        self._config = config
+        self._authentication_errors = authentication_errors
+        self.failure: KafkaAccessError | None = None
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failure is not None:
+            return
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if not isinstance(arg, BaseException):
+                continue
+            if isinstance(arg, self._authentication_errors):
+                self.failure = authentication_failed(self._config, _detail(arg))
+            elif any(marker in str(arg).lower() for marker in _TLS_MARKERS):
+                self.failure = tls_failed(self._config, _detail(arg))
+            else:
+                continue
+            self.seen.set()
+            return
+
+
+def _detail(exc: BaseException) -> str:
+    # kafka-python repeats the class name in the message ("[Error 58] SaslAuthenticationFailedError: ...").
+    text = str(exc)
+    return text.rsplit(": ", 1)[-1] if "Error" in text.split(":", 1)[0] else text
