@@ -111,7 +111,8 @@ class Daemon:
 
         k = self.settings.kafka
         if serve_metrics:
-            self._server = serve(self.registry, self.settings.metrics.host, self.settings.metrics.port)
+            m = self.settings.metrics
+            self._server = serve(self.registry, m.host, m.port, m.web_config_file)
         if source is None:
             if k.dead_letter_topic or k.results_topic:
                 self.sink = KafkaSink(k.producer_config())
