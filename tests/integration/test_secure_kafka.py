@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
 
 from monitor.generate import SeedLikeGenerator
+from tests.integration.test_metrics_tls import make_certificates
 from tests.kafka_broker import BrokerError, create_topic, free_port, start_broker, stop_broker
 
 pytestmark = pytest.mark.slow
@@ -202,7 +204,17 @@ def test_minimal_rights_are_enough_and_the_password_never_shows(secure_kafka, bu
     records += [(base + 4 * WINDOW_S * 1000, gen.normal(1)[0].encode())]
     kafka.produce(n["input"], records)
 
-    args = daemon_args(kafka, n, client, bundle_path, tmp_path, **{"log.level": "DEBUG"})
+    # The metrics endpoint as a production daemon serves it: TLS, verified client certificates.
+    make_certificates(tmp_path)
+    (tmp_path / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"
+    )
+    scraper = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    scraper.load_cert_chain(str(tmp_path / "client.pem"), str(tmp_path / "client.key"))
+    args = daemon_args(
+        kafka, n, client, bundle_path, tmp_path, **{"log.level": "DEBUG", "metrics.web_config_file": tmp_path / "web.yml"}
+    )
     metrics_port = int(next(a for a in args if a.startswith("metrics.port=")).split("=")[1])
     log_path = tmp_path / "seqmon.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
@@ -213,7 +225,8 @@ def test_minimal_rights_are_enough_and_the_password_never_shows(secure_kafka, bu
         results = kafka.read_all(n["results"], 2)
         dead = kafka.read_all(n["dead_letters"], 1)
         assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        url = f"https://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10, context=scraper) as response:
             metrics = response.read().decode()
     finally:
         proc.terminate()
@@ -243,6 +256,7 @@ def test_a_wrong_password_stops_the_daemon_with_one_line(secure_kafka, bundle_pa
     # Not a retry storm: the client may log its failed attempt, then seqmon stops.
     attempts = [line for line in lines if "uthentication failed" in line]
     assert len(attempts) <= 6, "\n".join(attempts)
+    assert not any(kafka.daemon_password in line for line in lines)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
