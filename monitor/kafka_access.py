@@ -38,6 +38,12 @@ def authentication_failed(config: dict, detail: str) -> KafkaAccessError:
 
 def tls_failed(config: dict, detail: str) -> KafkaAccessError:
     cafile = config.get("ssl_cafile") or config.get("ssl.ca.location")
+    if "certificate verify failed" not in detail.lower():
+        protocol = config.get("security_protocol") or config.get("security.protocol")
+        return KafkaAccessError(
+            f"TLS connection to Kafka failed: check that the brokers' listener speaks kafka.security_protocol "
+            f"{protocol} ({detail.strip()})"
+        )
     trust = f"kafka.ssl_cafile ({cafile})" if cafile else "the system's CA certificates (kafka.ssl_cafile is empty)"
     return KafkaAccessError(
         f"TLS connection to Kafka failed: the broker's certificate is not trusted by {trust}; set kafka.ssl_cafile "
