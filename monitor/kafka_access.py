@@ -101,7 +101,7 @@ class FailureWatch(logging.Handler):
             if isinstance(arg, self._authentication_errors):
                 self.failure = authentication_failed(self._config, _detail(arg))
             elif any(marker in str(arg).lower() for marker in _TLS_MARKERS):
-                self.failure = tls_failed(self._config, _detail(arg))
+                self.failure = tls_failed(self._config, str(arg))
             else:
                 continue
             self.seen.set()

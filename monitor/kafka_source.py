@@ -186,9 +186,17 @@ class _Listener(_ListenerBase):
             net = self._source._consumer._net
             done = _KafkaFuture()
 
+            source = self._source
+
             def work():
                 try:
                     callback(keys)
+                except MonitorError as e:
+                    # A user error (a refused write, say): raised as itself by poll() or close(), not wrapped in a
+                    # KafkaError after the client logs a traceback.
+                    if source._callback_error is None:
+                        source._callback_error = e
+                    net.call_soon_threadsafe(lambda: done.success(None))
                 except BaseException as e:  # handed to the IO loop, which raises it from poll() as a KafkaError
                     net.call_soon_threadsafe(lambda exc=e: done.failure(exc))
                 else:
@@ -245,6 +253,7 @@ class KafkaSource:
         self._closed = False
         self._config = config
         self._topics = list(topics or ())
+        self._callback_error: MonitorError | None = None
         self._consumer = _built(KafkaConsumer, config)
         try:
             if topics is not None:
@@ -277,6 +286,8 @@ class KafkaSource:
         """
         with _access_errors(self._config, self._topics):
             records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if self._callback_error is not None:
+            raise self._callback_error  # before any record of this poll is handed over
         # kafka-python only logs a subscribed topic the user may not read, and then reads nothing, forever.
         cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
         denied = set(getattr(cluster, "unauthorized_topics", ())) & set(self._topics)
@@ -344,6 +355,8 @@ class KafkaSource:
             if client is not None:
                 client.close()
             raise
+        if self._callback_error is not None:
+            raise self._callback_error
 
 
 class KafkaSink:

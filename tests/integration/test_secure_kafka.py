@@ -23,8 +23,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import (
+    ACL,
+    ACLFilter,
+    ACLOperation,
+    ACLPermissionType,
+    ResourcePattern,
+    ResourcePatternFilter,
+    ResourceType,
+)
 
 from monitor.generate import SeedLikeGenerator
 from tests.integration.test_metrics_tls import make_certificates
@@ -74,6 +82,21 @@ class SecureKafka:
             assert not result["failed"], result["failed"]
         finally:
             admin.close()
+
+    def revoke(self, kind: int, name: str, op: int) -> None:
+        admin = KafkaAdminClient(**self.admin_config())
+        try:
+            pattern = ResourcePatternFilter(kind, name, ResourcePattern(kind, name).pattern_type)
+            admin.delete_acls([ACLFilter(f"User:{DAEMON_USER}", "*", op, ACLPermissionType.ALLOW, pattern)])
+        finally:
+            admin.close()
+
+    def committed(self, group: str, topic: str) -> int | None:
+        consumer = KafkaConsumer(group_id=group, enable_auto_commit=False, **self.admin_config())
+        try:
+            return consumer.committed(TopicPartition(topic, 0))
+        finally:
+            consumer.close(autocommit=False)
 
     def produce(self, topic: str, records: list[tuple[int, bytes]]) -> None:
         producer = KafkaProducer(linger_ms=20, **self.admin_config())
@@ -176,13 +199,18 @@ def run_until_exit(args: list[str], env: dict, log_path: Path) -> tuple[int, lis
 
 
 def assert_refused(code: int, lines: list[str], *expected: str) -> str:
-    """A non-zero exit whose last line is the error, naming every ``expected`` part; returns that line."""
-    assert code != 0, "\n".join(lines[-20:])
-    last = lines[-1] if lines else ""
-    assert last.startswith("seqmon: error: "), "\n".join(lines[-20:])
+    """A non-zero exit with one error line, naming every ``expected`` part, and no traceback; returns that line.
+
+    (The clients' own INFO lines about closing connections may come after it, from their threads.)
+    """
+    tail = "\n".join(lines[-30:])
+    assert code == 2, tail
+    errors = [line for line in lines if line.startswith("seqmon: error: ")]
+    assert len(errors) == 1, tail
+    assert not any(line.startswith("Traceback") for line in lines), tail
     for part in expected:
-        assert part in last, f"{part!r} not in {last!r}"
-    return last
+        assert part in errors[0], f"{part!r} not in {errors[0]!r}"
+    return errors[0]
 
 
 # --------------------------------------------------------------------------------------------- the tests
@@ -298,3 +326,38 @@ def test_a_missing_right_is_named(secure_kafka, bundle_path, tmp_path, client, m
     )
     name = n[{"read input": "input", "read group": "group", "write dead letters": "dead_letters"}.get(missing, "results")]
     assert_refused(code, lines, f"user '{DAEMON_USER}'", repr(name), *expected)
+
+
+def test_a_right_taken_away_while_running_stops_the_daemon_before_it_commits_past_the_loss(
+    secure_kafka, bundle_path, tmp_path
+):
+    kafka, n = secure_kafka, names()
+    kafka.create_topics(n["input"], n["dead_letters"], n["results"])
+    kafka.grant(list(minimal_rights(n).values()))
+    now_ms = int(time.time() * 1000)
+    kafka.produce(n["input"], [(now_ms + i, s.encode()) for i, s in enumerate(SeedLikeGenerator(9).normal(50))])
+    args = daemon_args(
+        kafka, n, "kafka-python", bundle_path, tmp_path, **{"state.checkpoint_interval_seconds": 1}
+    )
+    log_path = tmp_path / "seqmon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            args, env=daemon_env(kafka.daemon_password), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while kafka.committed(n["group"], n["input"]) != 50 and time.monotonic() < deadline:
+                assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+                time.sleep(0.5)
+            assert kafka.committed(n["group"], n["input"]) == 50
+            kafka.revoke(ResourceType.TOPIC, n["dead_letters"], ACLOperation.WRITE)
+            kafka.produce(n["input"], [(now_ms + 100, b""), (now_ms + 101, b"a b c")])  # a dead letter at offset 50
+            code = proc.wait(timeout=EXIT_GUARD_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = log_path.read_text(errors="replace").splitlines()
+    assert_refused(code, lines, "may not write to topic", repr(n["dead_letters"]), "kafka.dead_letter_topic")
+    # The dead letter was not delivered, so its record was not committed: a restart with the right reads it again.
+    assert kafka.committed(n["group"], n["input"]) == 50
