@@ -3,17 +3,21 @@
 The straightforward path is what the original design does: a Python loop that tokenizes and vectorizes record by
 record, then ``model.predict`` (default batch of 32) and a numpy MSE. Beside both, the whole ``seqmon score`` process
 (start, load, read, score, explain, write the CSV) on a generated file with about 3 % anomalies, once per ``--explain``
-mode, the modes interleaved and repeated. It prints figures and asserts nothing on time.
+mode, the modes interleaved and repeated. Then whole ``seqmon train`` processes on small-vocabulary codes and on
+large-vocabulary log-like text, with the ``auto`` preset and with the published ``original`` one: time and peak RSS.
+It prints figures and asserts nothing on time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -230,21 +234,108 @@ def _untrained_bundle(seed: int, path: str) -> None:
     save_bundle(path, vectorizer=vectorizer, layers=layers, reference_errors=reference, threshold_percentile=99.0, keras_model=model)
 
 
+#: Training data of the training benchmark: ``small`` is ``seqmon generate``-style codes (about 760 tokens, 4 parts);
+#: ``large`` is log-like lines of 5-60 words drawn with Zipf popularity from 50,000 words, a third of them with digits
+#: (ids and counters give the shape channel work): ``auto`` gives it tens of thousands of input places.
+TRAINING_DATA = ("small", "large")
+#: Presets the training benchmark compares: the default, and the published reference (750 tokens x 4 places).
+TRAINING_PRESETS = ("auto", "original")
+
+
+def training_lines(data: str, n: int, seed: int = 0, vocabulary: int = 50_000) -> list[str]:
+    """``n`` normal training lines of one of ``TRAINING_DATA``."""
+    if data == "small":
+        from monitor.generate import SeedLikeGenerator  # noqa: PLC0415
+
+        return SeedLikeGenerator(seed).normal(n)
+    if data != "large":
+        raise ValueError(f"training data is one of {TRAINING_DATA}, not {data!r}")
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" if i % 3 else f"id{i}_{i % 97}" for i in range(vocabulary)])
+    lengths = rng.integers(5, 61, n)
+    tokens = words[np.minimum(rng.zipf(1.2, int(lengths.sum())), vocabulary) - 1]
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    return [" ".join(tokens[bounds[i] : bounds[i + 1]]) for i in range(n)]
+
+
+def train_process(input_path: Path, out: Path, preset_name: str, epochs: int, extra: Sequence[str] = ()) -> dict:
+    """One whole ``seqmon train`` process (start, read, choose settings, vectorize, fit, reference errors, save) with
+    a fixed number of epochs: wall and CPU seconds, and the peak RSS of that process alone (``wait4``)."""
+    cmd = [sys.executable, "-m", "monitor.cli", "train", str(input_path), "--out", str(out), "--preset", preset_name,
+           "--epochs", str(epochs), "--patience", "0", "--quiet", *extra]
+    started = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise RuntimeError(f"seqmon train --preset {preset_name} failed ({child.returncode}): {stderr.strip()[-2000:]}")
+    from monitor.bundle import load_bundle  # noqa: PLC0415
+
+    bundle = load_bundle(out)
+    metadata = bundle.metadata
+    return {
+        "preset": preset_name,
+        "seconds": round(seconds, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "fit_seconds": metadata.get("training_seconds"),
+        "epochs": metadata.get("epochs_run"),
+        "distinct_rows": metadata.get("distinct_training_rows"),
+        "tokens": len(bundle.vectorizer.vocabulary),
+        "input_places": bundle.vectorizer.n_features,
+        "peak_rss_mib": round(usage.ru_maxrss / 1024),
+    }
+
+
+def training_bench(lines: int, epochs: int, data: Sequence[str] = TRAINING_DATA,
+                   presets: Sequence[str] = TRAINING_PRESETS, seed: int = 0) -> list[dict]:
+    """``seqmon train`` on ``lines`` lines of each kind of data, once per preset, each in its own process."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="seqmon-bench-train-") as tmp:
+        for name in data:
+            input_path = Path(tmp) / f"{name}.txt"
+            input_path.write_text("\n".join(training_lines(name, lines, seed)) + "\n", encoding="utf-8")
+            for preset_name in presets:
+                run = train_process(input_path, Path(tmp) / f"{name}-{preset_name}", preset_name, epochs)
+                run.update(data=name, lines=lines)
+                results.append(run)
+                print(
+                    f"seqmon train {name:>5} data, --preset {preset_name:<8}: {lines:,} lines ({run['distinct_rows']:,} "
+                    f"distinct), {run['tokens']:,} tokens kept, {run['input_places']:,} input places; "
+                    f"{run['epochs']} epochs, {run['seconds']} s in all ({run['cpu_seconds']} CPU s, fit "
+                    f"{run['fit_seconds']} s); peak RSS {run['peak_rss_mib']:,} MiB",
+                    flush=True,
+                )
+    return results
+
+
 def cmd_bench(args) -> int:
-    results = run_bench(args.rows, args.naive_rows, args.bundle, args.seed, args.score_rows, args.score_repeats)
+    results = {}
+    if args.rows:
+        results = run_bench(args.rows, args.naive_rows, args.bundle, args.seed, args.score_rows, args.score_repeats)
+    if args.train_lines:
+        print(f"training: whole `seqmon train` processes, {args.train_epochs} epochs each (early stopping off), "
+              f"{args.train_lines:,} lines per kind of data, presets {', '.join(TRAINING_PRESETS)}")
+        results["training"] = training_bench(args.train_lines, args.train_epochs, seed=args.seed)
     if args.json:
         print(json.dumps(results), file=sys.stdout)
     return 0
 
 
 def register(sub) -> None:
-    b = sub.add_parser("bench", help="measure vectorize + score and `seqmon score` speed beside the straightforward Keras path")
-    b.add_argument("--rows", type=int, default=1_000_000, help="sequences for the batch path (default %(default)s)")
+    b = sub.add_parser("bench", help="measure vectorize + score, `seqmon score` and `seqmon train` beside the original path")
+    b.add_argument("--rows", type=int, default=1_000_000,
+                   help="sequences for the batch path; 0 skips the scoring figures (default %(default)s)")
     b.add_argument("--naive-rows", type=int, default=50_000, help="sequences for the slow Keras path (default %(default)s)")
     b.add_argument("--bundle", help="bundle to measure (default: an untrained bundle of the seed preset's shape)")
     b.add_argument("--score-rows", type=int, default=200_000,
                    help="lines (3 %% anomalies) for the whole-process `seqmon score` runs; 0 skips them (default %(default)s)")
     b.add_argument("--score-repeats", type=int, default=3, help="runs of `seqmon score` per --explain mode (default %(default)s)")
+    b.add_argument("--train-lines", type=int, default=50_000,
+                   help="lines of small-vocabulary codes and of large-vocabulary log-like text for the `seqmon train` "
+                        "runs (each preset, each in its own process: time and peak RSS); 0 skips them (default %(default)s)")
+    b.add_argument("--train-epochs", type=int, default=2, help="epochs of each `seqmon train` run (default %(default)s)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     b.set_defaults(func=cmd_bench)

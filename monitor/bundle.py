@@ -29,9 +29,13 @@ from monitor.errors import BundleError, ConfigError
 from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank, top_per_row
 from monitor.vectorize import OOV_INDEX, Vectorizer, VectorizerSettings, _ranges, tokenize
 
-FORMAT_VERSION = 2
-#: Version 1 stored vocabulary.json as a plain list of tokens and had no token shapes; it loads unchanged.
-READABLE_FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Version 1 stored vocabulary.json as a plain list of tokens and had no token shapes; version 2 had no place weights
+#: (its error is the plain mean squared error). Both load unchanged. Version 3 may weight the error by place, which an
+#: older seqmon would silently ignore, hence the new number.
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
+#: ``bundle.json``'s ``error``: how a row's error is computed from its squared errors per place.
+ERROR_KINDS = {"mse": "mean squared error", "weighted_mse": "mean squared error weighted by place"}
 FILES = ("vocabulary.json", "weights.npz", "reference_errors.npy", "model.keras")
 
 
@@ -275,6 +279,7 @@ class Bundle:
         return {
             "path": str(self.path) if self.path else None,
             "format_version": FORMAT_VERSION,
+            "error": ERROR_KINDS["mse" if self.scorer.place_weights is None else "weighted_mse"],
             "threshold": self.threshold,
             "threshold_percentile": self.threshold_percentile,
             "reference_errors": {
@@ -333,8 +338,10 @@ def save_bundle(
     threshold_percentile: float,
     keras_model=None,
     metadata: dict | None = None,
+    place_weights: np.ndarray | None = None,
 ) -> Path:
-    """Write a bundle directory. ``bundle.json`` is written last, so a half-written bundle never loads."""
+    """Write a bundle directory. ``bundle.json`` is written last, so a half-written bundle never loads.
+    ``place_weights`` (one per input place) make the error the weighted mean squared error."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     manifest = path / "bundle.json"
@@ -352,6 +359,8 @@ def save_bundle(
     for i, layer in enumerate(layers):
         arrays[f"kernel_{i}"] = np.asarray(layer.kernel, np.float32)
         arrays[f"bias_{i}"] = np.asarray(layer.bias, np.float32)
+    if place_weights is not None:
+        arrays["place_weights"] = np.asarray(place_weights, np.float64)
     with open(path / "weights.npz", "wb") as f:
         np.savez(f, **arrays)
         f.flush()
@@ -370,6 +379,7 @@ def save_bundle(
         "format_version": FORMAT_VERSION,
         "vectorizer": vectorizer.settings.to_dict(),
         "activations": [layer.activation for layer in layers],
+        "error": "mse" if place_weights is None else "weighted_mse",
         "threshold_percentile": threshold_percentile,
         "threshold": threshold,
         "files": hashes,
@@ -416,9 +426,13 @@ def load_bundle(path: str | Path) -> Bundle:
         if version == 1:
             vocabulary = {"tokens": vocabulary, "shapes": []}
         vectorizer = Vectorizer(settings, vocabulary["tokens"], vocabulary["shapes"])
-        with np.load(path / "weights.npz") as w:
+        error = doc.get("error", "mse")
+        if error not in ERROR_KINDS:
+            raise ValueError(f"unknown error {error!r}")
+        with np.load(path / "weights.npz", allow_pickle=False) as w:
             activations = doc["activations"]
             layers = [DenseLayer(w[f"kernel_{i}"], w[f"bias_{i}"], act) for i, act in enumerate(activations)]
+            place_weights = w["place_weights"] if error == "weighted_mse" else None
         reference = np.load(path / "reference_errors.npy")
         threshold = float(doc["threshold"])
         threshold_percentile = float(doc["threshold_percentile"])
@@ -430,7 +444,7 @@ def load_bundle(path: str | Path) -> Bundle:
             f"but the vectorizer settings make {settings.n_features}"
         )
     try:
-        scorer = ReconstructionScorer(layers)
+        scorer = ReconstructionScorer(layers, place_weights=place_weights)
     except ValueError as e:
         raise BundleError(f"bundle {path} is inconsistent: {e}") from None
     if reference.ndim != 1 or len(reference) == 0 or not np.all(np.isfinite(reference)) or np.any(np.diff(reference) < 0):

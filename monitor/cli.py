@@ -105,6 +105,7 @@ def cmd_train(args) -> int:
             "patience": args.patience,
             "validation_split": args.validation_split,
             "seed": args.seed,
+            "weighted_error": args.weighted_error,
         }.items()
         if v is not None
     }
@@ -314,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     t.add_argument("--validation-split", type=float, help="share held out for early stopping and reference errors")
     t.add_argument("--seed", type=int)
+    t.add_argument("--weighted-error", action=argparse.BooleanOptionalAction, default=None,
+                   help="weight each place's squared error by how reliably training reconstructed it (auto: on)")
     t.add_argument("--threshold-percentile", type=float, default=99.0, help="anomaly threshold as a percentile of reference errors")
     t.add_argument("--skip-invalid", action="store_true", help="skip unusable records instead of failing")
     t.add_argument("--quiet", action="store_true", help="no Keras progress bar")

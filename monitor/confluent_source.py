@@ -1,4 +1,4 @@
-"""Kafka source on confluent-kafka (librdkafka): the ``KafkaSource`` protocol, with record parsing done in C.
+"""Kafka source on confluent-kafka (librdkafka): the ``monitor.source.Source`` protocol, with record parsing done in C.
 
 kafka-python parses fetched record batches in pure Python, which caps the daemon at ~75k records/s; librdkafka
 fetches and parses on its own threads and hands over ready ``Message`` objects, so building a ``RecordBatch`` costs a
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from confluent_kafka import (
@@ -30,13 +30,10 @@ from confluent_kafka import (
 
 from monitor import kafka_access
 from monitor.errors import ConfigError, KafkaAccessError, MonitorError
+from monitor.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, sorted_keys
 from monitor.pipeline import RecordBatch
-from monitor.source import check_subscription
 
 log = logging.getLogger(__name__)
-
-TopicPartitionKey = tuple[str, int]
-PartitionCallback = Callable[[list[TopicPartitionKey]], None]
 
 # kafka-python keyword → librdkafka property. Values are passed unchanged except bootstrap_servers (list → "a,b").
 _TRANSLATE = {
@@ -150,20 +147,14 @@ def messages_to_batch(messages: list) -> RecordBatch | None:
     return RecordBatch(values=values, timestamps_ms=timestamps, topics=topics, partitions=partitions, offsets=offsets)
 
 
-def _keys(partitions: Iterable[TopicPartition]) -> list[TopicPartitionKey]:
-    return sorted((tp.topic, tp.partition) for tp in partitions)
-
-
-class ConfluentSource:
+class ConfluentSource(KafkaSourceBase):
     """Consumer-group source yielding RecordBatch through confluent-kafka; manual offset commits only.
 
-    Same protocol and arguments as ``monitor.kafka_source.KafkaSource``: ``consumer_config`` holds kafka-python style
-    keyword settings (translated to librdkafka properties; dotted librdkafka names pass through) and must name a
-    ``group_id``. Subscribe to ``topics`` or to a regex ``pattern`` (anchored at the start, like ``re.match``).
+    Same protocol and arguments as ``monitor.kafka_source.KafkaSource`` (see ``KafkaSourceBase``):
+    ``consumer_config`` holds kafka-python style keyword settings (translated to librdkafka properties; dotted
+    librdkafka names pass through). Subscribe to ``topics`` or to a regex ``pattern`` (anchored at the start, like
+    ``re.match``).
     """
-
-    #: A stream never ends.
-    finished = False
 
     def __init__(
         self,
@@ -174,16 +165,10 @@ class ConfluentSource:
         on_revoke: PartitionCallback | None = None,
         on_lost: PartitionCallback | None = None,
     ):
-        check_subscription(topics, pattern)
-        if not consumer_config.get("group_id") and not consumer_config.get("group.id"):
-            raise ConfigError("the Kafka consumer needs a group_id: offsets are committed to the consumer group")
+        super().__init__(consumer_config, topics, pattern, on_assign, on_revoke, on_lost)
         config = translate_config(consumer_config)
         config["error_cb"] = self._client_error
         config["logger"] = logging.getLogger(f"{__name__}.librdkafka")
-        self._on_assign = on_assign
-        self._on_revoke = on_revoke
-        self._on_lost = on_lost if on_lost is not None else on_revoke
-        self._closed = False
         self._fatal: KafkaError | None = None
         self._user_config = consumer_config
         self._refused: KafkaAccessError | None = None
@@ -208,11 +193,6 @@ class ConfluentSource:
             self._consumer.close()
             raise
 
-    @property
-    def consumer(self) -> Consumer:
-        """The underlying confluent_kafka Consumer (pause/resume); do not commit or consume through it."""
-        return self._consumer
-
     # --- callbacks (run on the thread inside poll / close) -----------------------------------------------------------
 
     def _client_error(self, err: KafkaError) -> None:
@@ -230,7 +210,7 @@ class ConfluentSource:
             log.warning("Kafka consumer error: %s", err.str())
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = _keys(partitions)
+        keys = sorted_keys(partitions)
         self._pending_seeks, self._pending_keys = {}, keys
         try:
             if self._on_assign is not None and keys:
@@ -241,7 +221,7 @@ class ConfluentSource:
             consumer.assign([TopicPartition(t, p, seeks.get((t, p), OFFSET_INVALID)) for t, p in keys])
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = _keys(partitions)
+        keys = sorted_keys(partitions)
         try:
             if self._on_revoke is not None and keys:
                 self._on_revoke(keys)
@@ -249,7 +229,7 @@ class ConfluentSource:
             consumer.unassign()
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = _keys(partitions)
+        keys = sorted_keys(partitions)
         try:
             if self._on_lost is not None and keys:
                 self._on_lost(keys)
@@ -306,7 +286,7 @@ class ConfluentSource:
         """Assigned partitions; inside ``on_assign``, the partitions being assigned."""
         if self._pending_seeks is not None:
             return list(self._pending_keys)
-        return _keys(self._consumer.assignment())
+        return sorted_keys(self._consumer.assignment())
 
     def positions(self, timeout_ms: int = 1000) -> dict[TopicPartitionKey, int]:
         """Next offset to read per assigned partition; one whose position is not known yet (nothing read since the
@@ -316,18 +296,12 @@ class ConfluentSource:
             return {}
         return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.position(assigned) if tp.offset >= 0}
 
-    def seek(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        """Read on from these offsets; every partition must be assigned (checked before any is moved). Inside
-        ``on_assign`` the offsets become the starting offsets of the assignment."""
-        wanted = {(t, int(p)): int(o) for (t, p), o in offsets.items()}
-        assigned = set(self.assignment())
-        unassigned = sorted(k for k in wanted if k not in assigned)
-        if unassigned:
-            raise ValueError(f"cannot seek partitions not assigned to this consumer: {unassigned}")
+    def _seek(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        # Inside on_assign the offsets become the starting offsets of the assignment.
         if self._pending_seeks is not None:
-            self._pending_seeks.update(wanted)
+            self._pending_seeks.update(offsets)
             return
-        for (t, p), o in wanted.items():
+        for (t, p), o in offsets.items():
             self._consumer.seek(TopicPartition(t, p, o))
 
     def committed(self, keys: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
@@ -343,11 +317,8 @@ class ConfluentSource:
                 raise KafkaSourceError(f"committed offset of {tp.topic}/{tp.partition} unavailable: {tp.error.str()}")
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in got}
 
-    def commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        """Commit these next-offsets synchronously (the offset of the first record not yet processed)."""
-        if not offsets:
-            return
-        tps = [TopicPartition(t, int(p), int(o)) for (t, p), o in offsets.items()]
+    def _commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
             result = self._consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
@@ -363,17 +334,10 @@ class ConfluentSource:
                 f"{len(failed)} offset commit(s) failed; first {tp.topic}/{tp.partition}: {tp.error.str()}"
             )
 
-    def lag(self) -> dict[TopicPartitionKey, int]:
-        """Records not read yet per assigned partition whose position is known: end offset minus position."""
-        out = {}
-        for (t, p), offset in self.positions().items():
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5, cached=False)
-            out[(t, p)] = max(0, high - offset)
-        return out
+    def _end_offsets(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        return {
+            (t, p): self._consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5, cached=False)[1] for t, p in keys
+        }
 
-    def close(self) -> None:
-        """Leave the group without committing (``on_revoke`` still runs first, inside this call). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+    def _close(self) -> None:
         self._consumer.close()

@@ -8,15 +8,19 @@ are listed in README, "Kafka security").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterable
 
 from monitor.errors import KafkaAccessError
 
 __all__ = [
     "FailureWatch",
     "authentication_failed",
+    "built",
     "group_not_authorized",
+    "kafka_python_refusals",
     "read_not_authorized",
     "tls_failed",
     "write_not_authorized",
@@ -112,3 +116,73 @@ def _detail(exc: BaseException) -> str:
     # kafka-python repeats the class name in the message ("[Error 58] SaslAuthenticationFailedError: ...").
     text = str(exc)
     return text.rsplit(": ", 1)[-1] if "Error" in text.split(":", 1)[0] else text
+
+
+# --- kafka-python ------------------------------------------------------------------------------------------------------
+
+
+def built(factory, config: dict):
+    """``factory(**config)`` (a kafka-python client), stopped at the first authentication or TLS failure.
+
+    kafka-python retries those while it bootstraps, logging each attempt, and then raises a bare timeout; the client
+    is built on a worker thread while its log is watched, and at the first such failure its network client is closed
+    (which ends the retries) and ``KafkaAccessError`` raised.
+    """
+    from kafka import errors as kafka_errors  # noqa: PLC0415
+
+    watch = FailureWatch(config, (kafka_errors.SaslAuthenticationFailedError,))
+    done = threading.Event()
+    outcome: dict = {}
+    networks: list = []
+    network_class = factory.DEFAULT_CONFIG.get("kafka_client")
+
+    def network(**kwargs):
+        networks.append(network_class(**kwargs))
+        return networks[-1]
+
+    def build():
+        try:
+            outcome["client"] = factory(**config, **({"kafka_client": network} if network_class else {}))
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+        finally:
+            done.set()
+            watch.seen.set()
+
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.addHandler(watch)
+    try:
+        threading.Thread(target=build, name="seqmon-kafka-bootstrap", daemon=True).start()
+        watch.seen.wait()
+        if not done.is_set() and watch.failure is not None:
+            for net in networks:
+                with contextlib.suppress(Exception):
+                    net.close()
+            done.wait(10)  # its last log lines come before the error, not after
+            if "client" in outcome:
+                with contextlib.suppress(Exception):
+                    outcome["client"].close()
+            raise watch.failure
+    finally:
+        kafka_logger.removeHandler(watch)
+    if "error" in outcome:
+        if watch.failure is not None:
+            raise watch.failure from None
+        raise outcome["error"]
+    return outcome["client"]
+
+
+@contextlib.contextmanager
+def kafka_python_refusals(config: dict, topics: Iterable[str] = ()):
+    """kafka-python's refusals (failed login, missing ACL right) as ``KafkaAccessError``: retrying cannot heal them."""
+    from kafka import errors as kafka_errors  # noqa: PLC0415
+
+    try:
+        yield
+    except kafka_errors.GroupAuthorizationFailedError:
+        raise group_not_authorized(config) from None
+    except kafka_errors.TopicAuthorizationFailedError as exc:
+        denied = [str(a) for a in exc.args if isinstance(a, str)] or list(topics)
+        raise read_not_authorized(config, denied) from None
+    except kafka_errors.SaslAuthenticationFailedError as exc:
+        raise authentication_failed(config, str(exc)) from None

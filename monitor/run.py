@@ -1,8 +1,14 @@
 """``seqmon run``: the Kafka daemon. A thin shell: Kafka, files, clocks and signals here; the maths in the pipeline.
 
-One thread owns all running state (windows, offsets, bundle). Signals and APScheduler jobs only raise flags that the
-poll loop acts on between batches, so no lock guards the window state and no record is half-processed when the
-daemon checkpoints, reloads or stops.
+The shell's parts: a :class:`monitor.source.Source` hands over record batches and owns the partitions (the Kafka
+consumer groups of ``monitor.kafka_source`` / ``monitor.confluent_source``, a file, or memory);
+:class:`monitor.offsets.Offsets` keeps the next offset of every partition; a :class:`monitor.sink.Sink` takes dead
+letters and results; :class:`monitor.pipeline.Pipeline` decodes, scores and windows; ``monitor.export.Metrics`` and
+the checkpoint record what happened. :class:`Daemon` wires them and runs the loop.
+
+One thread owns all running state (windows, offsets, bundle). Signals only raise flags that the loop acts on between
+batches, and timers (idle closing, bundle watch, checkpoints, lags) are due by the injected clock, checked there too,
+so no lock guards the window state and no record is half-processed when the daemon checkpoints, reloads or stops.
 
 Never lose or double-count: a checkpoint (open windows, the last closed window per topic, and the next offset of
 every partition) is written atomically at every window close, every ``state.checkpoint_interval_seconds``, on a
@@ -30,6 +36,7 @@ from monitor.bundle import load_bundle
 from monitor.checkpoint import read_checkpoint, write_checkpoint
 from monitor.decode import REASONS, decode_json, decode_plain
 from monitor.errors import BundleError
+from monitor.offsets import Offsets, key
 from monitor.pipeline import Pipeline, RecordBatch
 from monitor.window import ClosedWindow, Windower
 
@@ -39,17 +46,24 @@ log = logging.getLogger("seqmon")
 LAG_INTERVAL_SECONDS = 10
 
 
-def _key(topic: str, partition: int) -> str:
-    return f"{topic}/{partition}"
+class Every:
+    """A timer on the injected clock: ``due(now)`` is true once ``seconds`` have passed since it was last true (or
+    since ``start``); 0 seconds: never due."""
 
+    def __init__(self, seconds: float, start: float):
+        self.seconds = seconds
+        self.last = start
 
-def _unkey(key: str) -> tuple[str, int]:
-    topic, _, partition = key.rpartition("/")
-    return topic, int(partition)
+    def due(self, now: float) -> bool:
+        if not self.seconds or now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
 
 
 class Daemon:
-    """The running daemon, built from validated settings. ``run()`` blocks until SIGTERM / SIGINT or ``stop()``."""
+    """The running daemon, built from validated settings. ``run()`` blocks until SIGTERM / SIGINT, ``stop()`` or the
+    end of a finite source; ``step()`` is one turn of its loop. ``clock`` gives UTC epoch seconds."""
 
     def __init__(self, settings, registry=None, clock=time.time):
         from prometheus_client import CollectorRegistry  # noqa: PLC0415
@@ -69,11 +83,11 @@ class Daemon:
         checkpoint = read_checkpoint(self.state_dir)
         if checkpoint is not None:
             windower = Windower.from_snapshot(window_settings, checkpoint["windower"])
-            self.offsets: dict[str, int] = dict(checkpoint.get("offsets", {}))
+            self.offsets = Offsets.from_snapshot(checkpoint.get("offsets"))
             log.info("restored checkpoint written at %s: %d partitions", checkpoint.get("written_at"), len(self.offsets))
         else:
             windower = Windower(window_settings)
-            self.offsets = {}
+            self.offsets = Offsets()
         records = settings.records
         if records.format == "json":
             fields = records.json_fields()
@@ -88,8 +102,10 @@ class Daemon:
         self.closed_windows: list[ClosedWindow] = []  # kept for tests and the final log; bounded below
         self._stop = threading.Event()
         self._reload = threading.Event()
-        self._close_due = threading.Event()
-        self._last_checkpoint = self.clock()
+        now = self.clock()
+        self._last_checkpoint = now
+        self._idle_close = Every(settings.window.idle_close_interval_seconds, now)
+        self._bundle_watch = Every(settings.model.watch_interval_seconds, now)
         self._last_lag = -math.inf
         self._invalid_since_log: Counter = Counter()
         self._last_invalid_log = 0.0
@@ -97,65 +113,24 @@ class Daemon:
         self.partitions: list[tuple[str, int]] = []  # assigned by the group, as (topic, partition)
         self.sink = None
         self._server = None
-        self._scheduler = None
 
     # --- life cycle ------------------------------------------------------------------------------------------------
 
-    def start(self, source=None, serve_metrics: bool = True) -> None:
-        """Open the source (the Kafka consumer group unless another source is given), the sink and the metrics server.
-
-        Any object with the ``KafkaSource`` methods can be the source; ``monitor.source.FileSource`` replays a file.
-        """
+    def start(self, source=None, sink=None, serve_metrics: bool = True) -> None:
+        """Open the source and the sink (the Kafka consumer group and producer of the settings unless a
+        :class:`monitor.source.Source` is given, with an optional :class:`monitor.sink.Sink`) and the metrics server."""
         from monitor.export import serve  # noqa: PLC0415
-        from monitor.kafka_source import KafkaSink, KafkaSource  # noqa: PLC0415
 
-        k = self.settings.kafka
         if serve_metrics:
             m = self.settings.metrics
             self._server = serve(self.registry, m.host, m.port, m.web_config_file)
         if source is None:
-            if k.dead_letter_topic or k.results_topic:
-                self.sink = KafkaSink(k.producer_config())
-                self.sink.check_writable(
-                    {t: f"kafka.{n}" for n in ("dead_letter_topic", "results_topic") if (t := getattr(k, n))}
-                )
-            if k.client == "confluent":
-                from monitor.confluent_source import ConfluentSource  # noqa: PLC0415
-
-                source_class = ConfluentSource
-            else:
-                source_class = KafkaSource
-            source = source_class(
-                k.consumer_config(),
-                topics=list(k.topics) if not k.topic_pattern else None,
-                pattern=k.topic_pattern or None,
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-            )
-        self.source = source
-        assigned = self.source.assignment()
-        # A source that knows its partitions at start (a file) resumes where the checkpoint left off; a consumer
-        # group's partitions arrive later, through _on_assign.
-        restored = {(t, p): self.offsets[_key(t, p)] for t, p in assigned if _key(t, p) in self.offsets}
-        if restored:
-            self.source.seek(restored)
-            log.info("resuming %s", ", ".join(f"{_key(t, p)} at {o}" for (t, p), o in sorted(restored.items())))
-        self.pipeline.windower.assign(assigned, now_ms=int(self.clock() * 1000))
-        for topic in {t for t, _ in assigned}:
-            self.metrics.init_topic(topic, REASONS)
-        self._start_scheduler()
+            source, sink = open_kafka(self.settings.kafka)
+        self.source, self.sink = source, sink
+        self.source.listen(self._on_assign, self._on_revoke)  # a source with fixed partitions assigns them now
+        now = self.clock()
+        self._idle_close.last = self._bundle_watch.last = now
         log.info("seqmon running: bundle %s, metrics on %s:%d", self.bundle_path, self.settings.metrics.host, self.settings.metrics.port)
-
-    def _start_scheduler(self) -> None:
-        from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
-
-        scheduler = BackgroundScheduler(timezone="UTC")
-        if self.settings.window.idle_close_interval_seconds:
-            scheduler.add_job(self._close_due.set, "interval", seconds=self.settings.window.idle_close_interval_seconds)
-        if self.settings.model.watch_interval_seconds:
-            scheduler.add_job(self._watch_bundle, "interval", seconds=self.settings.model.watch_interval_seconds)
-        scheduler.start()
-        self._scheduler = scheduler
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -166,34 +141,35 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> None:
-        """Poll, process, checkpoint until stopped; then finish the batch, checkpoint, commit and close."""
+        """Poll, process, checkpoint until stopped or a finite source ends; then checkpoint, commit and close."""
         if self.source is None:
             self.start()
-        b = self.settings.batch
         try:
-            while not self._stop.is_set():
-                batch = self.source.poll(b.max_latency_ms, b.max_records)
-                if batch is not None:
-                    self.process(batch)
-                elif self.source.finished:
-                    if getattr(self.source, "final", True):
-                        self._close_all()
-                    break
-                self._between_batches()
+            while not self._stop.is_set() and self.step():
+                pass
         finally:
             self.shutdown()
 
-    def _between_batches(self) -> None:
-        now = self.clock()
+    def step(self) -> bool:
+        """One poll, its batch, and what is due after it; False once a finite source is read to its end."""
+        batch = self.source.poll(self.settings.batch.max_latency_ms, self.settings.batch.max_records)
+        if batch is not None:
+            self.process(batch)
+        elif self.source.finished:
+            if getattr(self.source, "final", True):
+                self._emit(self.pipeline.windower.close_all(), self.clock())  # the input ended: so did its windows
+            return False
+        self._between_batches(self.clock())
+        return True
+
+    def _between_batches(self, now: float) -> None:
+        if self._bundle_watch.due(now):
+            self._watch_bundle()
         if self._reload.is_set():
             self._reload.clear()
             self.reload_bundle()
-        if self._close_due.is_set():
-            self._close_due.clear()
-            closed = self.pipeline.windower.close_due(int(now * 1000))
-            if closed:
-                self._emit(closed, now)
-                self.checkpoint()
+        if self._idle_close.due(now) and self._emit(self.pipeline.windower.close_due(int(now * 1000)), now):
+            self.checkpoint()
         if now - self._last_checkpoint >= self.settings.state.checkpoint_interval_seconds:
             self.checkpoint()
         if now - self._last_lag >= LAG_INTERVAL_SECONDS:
@@ -215,20 +191,10 @@ class Daemon:
         self.metrics.set_progress(
             windower.progress(now_ms=int(now * 1000)), {t: windower.watermark_ms(t) for t in windower.topics()}
         )
-        if closed:
-            self._emit(closed, now)
+        if self._emit(closed, now):
             self.checkpoint()
 
-    def _close_all(self) -> None:
-        """End of a finite source: close every open window, as the wall clock would once the stream went idle."""
-        closed = self.pipeline.windower.close_all()
-        if closed:
-            self._emit(closed, self.clock())
-
     def shutdown(self) -> None:
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
         if self.source is not None:
             try:
                 self.checkpoint()
@@ -255,8 +221,7 @@ class Daemon:
         result = self.pipeline.process(
             batch, max_event_ms=int((now + self.settings.window.max_future_seconds) * 1000), now_ms=int(now * 1000)
         )
-        for p_key, offset in _next_offsets(batch).items():
-            self.offsets[p_key] = max(self.offsets.get(p_key, 0), offset)
+        self.offsets.advance(batch)
         duration = time.perf_counter() - started
         topics = batch.topics
         for i, topic in enumerate(np.unique(topics.astype(str)) if len(topics) else []):
@@ -280,11 +245,11 @@ class Daemon:
                 reasons = ["late" if result.late[i] else result.reasons[i] for i in dead]
                 sources = [(str(batch.topics[i]), int(batch.partitions[i]), int(batch.offsets[i])) for i in dead]
                 self.sink.dead_letters(self.settings.kafka.dead_letter_topic, [batch.values[i] for i in dead], reasons, sources)
-        if result.closed:
-            self._emit(result.closed, now)
+        if self._emit(result.closed, now):
             self.checkpoint()
 
-    def _emit(self, closed: list[ClosedWindow], now: float) -> None:
+    def _emit(self, closed: list[ClosedWindow], now: float) -> bool:
+        """Assess, record and send closed windows; True if there were any."""
         for window in closed:
             figures = self.baseline.assess(window)
             self.metrics.record_closed_window(window, now)
@@ -293,56 +258,49 @@ class Daemon:
                 self.sink.result(self.settings.kafka.results_topic, f"{window.topic}/{window.start_ms}", figures)
         self.closed_windows.extend(closed)
         del self.closed_windows[:-1000]
+        return bool(closed)
 
     # --- state -----------------------------------------------------------------------------------------------------
 
-    def checkpoint(self, keys: list[str] | None = None) -> None:
-        """Write the checkpoint, then commit the same offsets to the group (those of ``keys``, or all assigned)."""
+    def checkpoint(self, partitions: list[tuple[str, int]] | None = None) -> None:
+        """Write the checkpoint, then commit the same offsets to the group (those of ``partitions``, or all
+        assigned)."""
         now = self.clock()
         if self.sink is not None:
             self.sink.flush()  # dead letters and results before the offsets that cover them
         write_checkpoint(self.state_dir, {
             "written_at": now,
             "windower": self.pipeline.windower.snapshot(),
-            "offsets": dict(self.offsets),
+            "offsets": self.offsets.snapshot(),
             "bundle": self.pipeline.bundle.content_hash,
             "baseline": self.baseline.snapshot(),
         })
         self.metrics.record_checkpoint(now)
         self._last_checkpoint = now
         if self.source is not None:
-            assigned = {_key(t, p) for t, p in self.source.assignment()}
-            wanted = assigned if keys is None else set(keys)
-            commit = {_unkey(k): v for k, v in self.offsets.items() if k in wanted}
+            commit = self.offsets.to_commit(self.source.assignment() if partitions is None else partitions)
             if commit:
                 self.source.commit(commit)
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
-        self.checkpoint([_key(t, p) for t, p in partitions])
+        self.checkpoint(partitions)
         self.pipeline.windower.revoke(partitions)  # their watermarks leave with them
         for topic, partition in partitions:
             self.metrics.remove_lag(topic, partition)
 
     def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
-        committed = self.source.committed(partitions) if partitions else {}
-        seek = {}
-        for topic, partition in partitions:
-            ours = self.offsets.get(_key(topic, partition))
-            theirs = committed.get((topic, partition))
-            if ours is not None and (theirs is None or ours > theirs):
-                seek[(topic, partition)] = ours
-            elif theirs is not None:
-                self.offsets[_key(topic, partition)] = theirs
+        seek = self.offsets.resume(partitions, self.source.committed(partitions) if partitions else {})
         if seek:
             self.source.seek(seek)
+            log.info("resuming %s", ", ".join(f"{key(t, p)} at {o}" for (t, p), o in sorted(seek.items())))
         # New partitions hold their topics' windows open until they deliver or turn out idle.
         self.pipeline.windower.assign(partitions, now_ms=int(self.clock() * 1000))
         self._last_lag = -math.inf  # ask for lags at the next pause: an empty partition is then idle at once
         self.partitions = sorted(set(self.partitions) | set(partitions))
         for topic in {t for t, _ in partitions}:
             self.metrics.init_topic(topic, REASONS)
-        log.info("assigned %s", ", ".join(_key(t, p) for t, p in partitions) or "nothing")
+        log.info("assigned %s", ", ".join(key(t, p) for t, p in partitions) or "nothing")
 
     # --- bundle ----------------------------------------------------------------------------------------------------
 
@@ -374,16 +332,29 @@ class Daemon:
         return True
 
 
-def _next_offsets(batch: RecordBatch) -> dict[str, int]:
-    """Next offset to read of every partition in the batch (its largest offset + 1), without a loop over records."""
-    if batch.partitions is None or batch.offsets is None or not len(batch):
-        return {}
-    names, codes = np.unique(batch.topics.astype(str), return_inverse=True)
-    combined = (codes.astype(np.int64) << 32) | batch.partitions.astype(np.int64)
-    keys, inverse = np.unique(combined, return_inverse=True)
-    largest = np.full(len(keys), -1, dtype=np.int64)
-    np.maximum.at(largest, inverse, batch.offsets.astype(np.int64))
-    return {_key(str(names[k >> 32]), int(k & 0xFFFFFFFF)): int(o) + 1 for k, o in zip(keys.tolist(), largest.tolist())}
+def open_kafka(k):
+    """The consumer group source of the ``[kafka]`` settings, and a producer sink when a dead-letter or results topic
+    is set (else None)."""
+    from monitor.sink import KafkaSink  # noqa: PLC0415
+
+    if k.client == "confluent":
+        from monitor.confluent_source import ConfluentSource as source_class  # noqa: PLC0415
+    else:
+        from monitor.kafka_source import KafkaSource as source_class  # noqa: PLC0415
+    sink = KafkaSink(k.producer_config()) if k.dead_letter_topic or k.results_topic else None
+    if sink is not None:  # a missing WRITE right stops the start, not the first dead letter
+        sink.check_writable({t: f"kafka.{n}" for n in ("dead_letter_topic", "results_topic") if (t := getattr(k, n))})
+    try:
+        source = source_class(
+            k.consumer_config(),
+            topics=list(k.topics) if not k.topic_pattern else None,
+            pattern=k.topic_pattern or None,
+        )
+    except BaseException:
+        if sink is not None:
+            sink.close()
+        raise
+    return source, sink
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------------------

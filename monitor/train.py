@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,9 +127,14 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
     distinct_rows = len(set(sequences))
     epoch_rows = AUTO_EPOCH_ROWS if distinct_rows > AUTO_EPOCH_ROWS else 0
     mod = ModelSettings(
-        hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=128, epochs=100, patience=6, epoch_rows=epoch_rows
+        hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=128, epochs=100, patience=6, epoch_rows=epoch_rows,
+        weighted_error=True,
     )
     reasons.append(f"input: {vec.describe()}")
+    reasons.append(
+        "error: each place's squared error weighted by the inverse of its mean squared error on the training rows, so "
+        "a miss where the model is always right is loud and one where normal traffic varies is mild"
+    )
     if epoch_rows:
         reasons.append(
             f"epochs of {epoch_rows:,} rows sampled afresh from the {distinct_rows:,} distinct ones, so training time "
@@ -217,10 +223,16 @@ def train_bundle(
     )
     model, history = train_autoencoder(train_enc, held_enc, model_settings, verbose=verbose)
     layers = export_layers(model)
-    from monitor.score import ReconstructionScorer  # noqa: PLC0415
+    from monitor.score import ReconstructionScorer, place_weights  # noqa: PLC0415
 
+    weights = None
+    if model_settings.weighted_error:
+        # Residuals over the training rows as they occurred: a frequent row weighs as often as it was seen.
+        occurrences = Counter(train_rows)
+        counts = np.array([occurrences[r] for r in fit_rows], dtype=np.float64) if model_settings.distinct_rows else None
+        weights = place_weights(ReconstructionScorer(layers), train_enc, counts)
     # Reference errors are over every held-out occurrence: percentile ranks describe traffic as it arrives.
-    reference = ReconstructionScorer(layers).errors(vectorizer.encode(held_rows))
+    reference = ReconstructionScorer(layers, place_weights=weights).errors(vectorizer.encode(held_rows))
     metadata = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seqmon_version": __version__,
@@ -245,6 +257,7 @@ def train_bundle(
         threshold_percentile=threshold_percentile,
         keras_model=model,
         metadata=metadata,
+        place_weights=weights,
     )
     bundle = load_bundle(out)
     log(

@@ -477,6 +477,70 @@ def _run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+def absorb_grouped(
+    targets: list[dict[int, WindowAggregate]],
+    code: np.ndarray,
+    window_index: np.ndarray,
+    errors: np.ndarray,
+    weights: np.ndarray,
+    percentiles: np.ndarray,
+    is_anomaly: np.ndarray,
+    settings: WindowSettings,
+) -> None:
+    """Add records to open windows: record ``i`` goes to ``targets[code[i]][start of window_index[i]]``.
+
+    ``targets`` are the open windows (by start, UTC epoch ms) of whatever the caller groups by: a topic (the Windower)
+    or one partition of a topic (:mod:`monitor.partials`).  Records are grouped by (target, window, sketch bucket)
+    with one sort and each group's sums are added, so the only Python loop runs over (target, window) groups.
+    Columns must already be validated (:func:`_validate_columns`); missing windows are created empty.
+    """
+    alpha = settings.sketch_alpha
+    bucket = ErrorSketch(alpha).bucket_indices(errors)
+
+    # One int64 key sorts by target, then window, then bucket; fall back to a
+    # lexsort when the ranges are too wide to pack (absurd time spans).
+    k_min, k_span = int(window_index.min()), int(window_index.max() - window_index.min()) + 1
+    b_min, b_span = int(bucket.min()), int(bucket.max() - bucket.min()) + 1
+    t_span = int(code.max()) + 1
+    if t_span * k_span * b_span < 2**62:
+        key = (code.astype(np.int64) * k_span + (window_index - k_min)) * b_span + (bucket - b_min)
+        order = np.argsort(key)
+    else:
+        order = np.lexsort((bucket, window_index, code))
+    code_s, window_s, bucket_s = code[order], window_index[order], bucket[order]
+    weight_s = weights[order]
+
+    group_starts = _run_starts(code_s, window_s)
+    pair_starts = _run_starts(code_s, window_s, bucket_s)
+    counts = np.diff(np.append(group_starts, code_s.size))
+    weight_sum = np.add.reduceat(weight_s, group_starts)
+    weight_squared_sum = np.add.reduceat(weight_s * weight_s, group_starts)
+    error_sum = np.add.reduceat(weight_s * errors[order], group_starts)
+    anomaly_sum = np.add.reduceat(np.where(is_anomaly[order], weight_s, 0.0), group_starts)
+    percentile_sum = np.add.reduceat(weight_s * percentiles[order], group_starts)
+    pair_weight = np.add.reduceat(weight_s, pair_starts)
+    pair_bucket = bucket_s[pair_starts]
+    # Pairs are nested in groups, so each group's buckets are a contiguous, sorted slice.
+    pair_bounds = np.append(np.searchsorted(pair_starts, group_starts), pair_starts.size).tolist()
+
+    size, offset = settings.size_ms, settings.offset_ms
+    group_code = code_s[group_starts].tolist()
+    group_start_ms = (window_s[group_starts] * size + offset).tolist()
+    for g, (c, start_ms) in enumerate(zip(group_code, group_start_ms, strict=True)):
+        open_windows = targets[c]
+        aggregate = open_windows.get(start_ms)
+        if aggregate is None:
+            aggregate = open_windows[start_ms] = WindowAggregate.empty(alpha)
+        aggregate.count += int(counts[g])
+        aggregate.weight += float(weight_sum[g])
+        aggregate.weighted_error += float(error_sum[g])
+        aggregate.anomaly_weight += float(anomaly_sum[g])
+        aggregate.weighted_percentile += float(percentile_sum[g])
+        aggregate.weight_squared += float(weight_squared_sum[g])
+        lo, hi = pair_bounds[g], pair_bounds[g + 1]
+        aggregate.sketch.add_buckets(pair_bucket[lo:hi], pair_weight[lo:hi])
+
+
 class PartitionProgress(NamedTuple):
     """How far one partition has delivered, for inspection and metrics."""
 
@@ -754,53 +818,9 @@ class Windower:
         percentiles: np.ndarray,
         is_anomaly: np.ndarray,
     ) -> None:
-        """Group accepted records by (topic, window, sketch bucket) with one sort and add the sums."""
-        settings = self._settings
-        alpha = settings.sketch_alpha
-        bucket = ErrorSketch(alpha).bucket_indices(errors)
-
-        # One int64 key sorts by topic, then window, then bucket; fall back to a
-        # lexsort when the ranges are too wide to pack (absurd time spans).
-        k_min, k_span = int(window_index.min()), int(window_index.max() - window_index.min()) + 1
-        b_min, b_span = int(bucket.min()), int(bucket.max() - bucket.min()) + 1
-        t_span = int(code.max()) + 1
-        if t_span * k_span * b_span < 2**62:
-            key = (code.astype(np.int64) * k_span + (window_index - k_min)) * b_span + (bucket - b_min)
-            order = np.argsort(key)
-        else:
-            order = np.lexsort((bucket, window_index, code))
-        code_s, window_s, bucket_s = code[order], window_index[order], bucket[order]
-        weight_s = weights[order]
-
-        group_starts = _run_starts(code_s, window_s)
-        pair_starts = _run_starts(code_s, window_s, bucket_s)
-        counts = np.diff(np.append(group_starts, code_s.size))
-        weight_sum = np.add.reduceat(weight_s, group_starts)
-        weight_squared_sum = np.add.reduceat(weight_s * weight_s, group_starts)
-        error_sum = np.add.reduceat(weight_s * errors[order], group_starts)
-        anomaly_sum = np.add.reduceat(np.where(is_anomaly[order], weight_s, 0.0), group_starts)
-        percentile_sum = np.add.reduceat(weight_s * percentiles[order], group_starts)
-        pair_weight = np.add.reduceat(weight_s, pair_starts)
-        pair_bucket = bucket_s[pair_starts]
-        # Pairs are nested in groups, so each group's buckets are a contiguous, sorted slice.
-        pair_bounds = np.append(np.searchsorted(pair_starts, group_starts), pair_starts.size).tolist()
-
-        size, offset = settings.size_ms, settings.offset_ms
-        group_code = code_s[group_starts].tolist()
-        group_start_ms = (window_s[group_starts] * size + offset).tolist()
-        for g, (c, start_ms) in enumerate(zip(group_code, group_start_ms, strict=True)):
-            open_windows = states[c].open
-            aggregate = open_windows.get(start_ms)
-            if aggregate is None:
-                aggregate = open_windows[start_ms] = WindowAggregate.empty(alpha)
-            aggregate.count += int(counts[g])
-            aggregate.weight += float(weight_sum[g])
-            aggregate.weighted_error += float(error_sum[g])
-            aggregate.anomaly_weight += float(anomaly_sum[g])
-            aggregate.weighted_percentile += float(percentile_sum[g])
-            aggregate.weight_squared += float(weight_squared_sum[g])
-            lo, hi = pair_bounds[g], pair_bounds[g + 1]
-            aggregate.sketch.add_buckets(pair_bucket[lo:hi], pair_weight[lo:hi])
+        """Add accepted records to their topics' open windows."""
+        opens = [state.open for state in states]
+        absorb_grouped(opens, code, window_index, errors, weights, percentiles, is_anomaly, self._settings)
 
     # ------------------------------------------------------------------ watermarks and closing
     def _topic_candidate(self, state: _TopicState, now_ms: int | None, wall_clock: bool) -> int | None:
@@ -917,10 +937,12 @@ class Windower:
             for start, aggregate in sorted(self._topics[name].open.items())
         ]
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, bundle: str | None = None) -> dict[str, Any]:
         """JSON-safe state; :meth:`from_snapshot` continues exactly where this left off.
 
-        Per partition only the newest event time is kept: lags and activity times belong to the running consumer."""
+        Per partition only the newest event time is kept: lags and activity times belong to the running consumer.
+        ``bundle`` (the content hash of the bundle whose scores the windows hold) is recorded, so that a restore
+        under another bundle is refused."""
         topics = {}
         for name in sorted(self._topics):
             state = self._topics[name]
@@ -933,10 +955,13 @@ class Windower:
                     str(p): part.newest_ms for p, part in sorted(state.partitions.items()) if part.newest_ms is not None
                 },
             }
-        return {"version": SNAPSHOT_VERSION, "settings": self._settings.to_dict(), "topics": topics}
+        out = {"version": SNAPSHOT_VERSION, "settings": self._settings.to_dict(), "topics": topics}
+        if bundle is not None:
+            out["bundle"] = bundle
+        return out
 
     @classmethod
-    def from_snapshot(cls, settings: WindowSettings, snapshot: dict[str, Any]) -> Windower:
+    def from_snapshot(cls, settings: WindowSettings, snapshot: dict[str, Any], bundle: str | None = None) -> Windower:
         """Windower restored from :meth:`snapshot` output (possibly via JSON).
 
         ``settings`` may change ``allowed_lateness_ms`` and ``idle_timeout_ms`` (watermarks are kept as they were),
@@ -946,6 +971,10 @@ class Windower:
         says they are read here again: a partition that moved to another consumer while this one was down must not
         hold its topic back.  A version-1 snapshot (one watermark per topic) restores its windows and topic
         watermarks; its partitions start unknown.
+
+        With ``bundle``, a snapshot recorded under another bundle is refused (errors of two bundles are not on one
+        scale, so their windows must not be continued); one that recorded no bundle (written before bundles were
+        recorded) is accepted.
 
         Raises
         ------
@@ -957,6 +986,12 @@ class Windower:
             raise StateError(
                 f"window state has version {version!r}; this seqmon reads versions "
                 f"{', '.join(map(str, _READABLE_SNAPSHOT_VERSIONS))}: remove the state directory to start afresh"
+            )
+        written_by = snapshot.get("bundle")
+        if bundle is not None and written_by is not None and written_by != bundle:
+            raise StateError(
+                f"window state was written by bundle {written_by!r}, this daemon scores with bundle {bundle!r}: "
+                "windows of two bundles are not on one scale; run that bundle, or remove the state to start afresh"
             )
         try:
             stored = snapshot["settings"]

@@ -1,5 +1,8 @@
 """Training time and peak memory for a small and a large vocabulary, for each training path (sparse, dense).
 
+`seqmon bench` measures whole `seqmon train` processes per preset; this script compares the two training paths of
+one preset's settings, timing the fit alone.
+
 Not a pytest test (no test_ prefix). Each configuration trains in its own subprocess, so the peak RSS printed is that
 training's alone:
 
@@ -24,27 +27,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def large_lines(n: int, vocabulary: int = 50_000, seed: int = 0) -> list[str]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    words = np.array([f"w{i}" if i % 3 else f"id{i}_{i % 97}" for i in range(vocabulary)])
-    lengths = rng.integers(5, 61, n)
-    ranks = np.minimum(rng.zipf(1.2, int(lengths.sum())), vocabulary) - 1
-    tokens = words[ranks]
-    bounds = np.concatenate(([0], np.cumsum(lengths)))
-    return [" ".join(tokens[bounds[i]:bounds[i + 1]]) for i in range(n)]
-
-
 def one(config: str, mode: str, lines: int, epochs: int) -> dict:
     """Train one configuration in this process; returns its figures."""
-    from monitor.generate import SeedLikeGenerator
+    from monitor.bench import training_lines
     from monitor.model import train_autoencoder
     from monitor.train import settings_for, split_rows
     from monitor.vectorize import Vectorizer
 
     started = time.perf_counter()
-    sequences = SeedLikeGenerator(0).normal(lines) if config == "small" else large_lines(lines)
+    sequences = training_lines(config, lines)
     made = time.perf_counter()
     vec, mod, _ = settings_for("auto", sequences, epochs=epochs, patience=0)
     train_idx, held_idx = split_rows(len(sequences), mod.validation_split, mod.seed)

@@ -401,12 +401,23 @@ def test_train_empty_file(tmp_path, capsys):
 
 
 def test_train_says_what_auto_chose_and_why(data, tmp_path, capsys):
+    from monitor.bundle import load_bundle
+
     rc, out, err = run(capsys, "train", data / "train.txt", "--out", tmp_path / "b", "--epochs", "1", "--quiet")
     assert rc == 0, err
     chose = err.split("preset auto chose, from the training data:\n", 1)[1].splitlines()
     assert [line[:4] for line in chose[:6]] == ["  - "] * 6
     assert any("max_length 4: 99 % of training sequences" in line for line in chose)
     assert any(line.startswith("  - input: positional tokens") for line in chose)
+    assert any(line.startswith("  - error: each place's squared error weighted") for line in chose)
+    bundle = load_bundle(tmp_path / "b")
+    assert bundle.scorer.place_weights is not None and bundle.scorer.place_weights.min() > 0
+    # Places the training rows never held are the heaviest: the prior caps them at the number of rows + 1.
+    assert bundle.scorer.place_weights.max() <= bundle.metadata["training_rows"] + 1
+    rc, out, err = run(capsys, "train", data / "train.txt", "--out", tmp_path / "plain", "--epochs", "1", "--quiet",
+                       "--no-weighted-error")
+    assert rc == 0, err
+    assert load_bundle(tmp_path / "plain").scorer.place_weights is None
 
 
 def test_train_unknown_preset(data, tmp_path, capsys):

@@ -28,6 +28,9 @@ def test_short_codes_get_positional_tokens_shapes_and_a_length_place():
     assert set(fitted.shapes) == {"A", "9", "A9"} and vec.shape_vocab_size == 5
     assert len(reasons) >= 5 and any("max_length 4" in r for r in reasons) and any("A9" in r for r in reasons)
     assert mod.epochs > 0
+    # auto weights the error by place; the named presets keep the published plain mean squared error.
+    assert mod.weighted_error and any(r.startswith("error: ") for r in reasons)
+    assert not any(preset(name)[1].weighted_error for name in ("seed", "logkeys", "original"))
 
 
 def test_one_off_values_stay_out_of_the_vocabulary():

@@ -93,3 +93,32 @@ def test_settings_that_do_not_fit_the_weights(bundle_dir):
     manifest.write_text(json.dumps(doc))
     with pytest.raises(BundleError, match="inconsistent"):
         load_bundle(bundle_dir)
+
+
+def test_place_weights_round_trip_and_change_the_error(bundle_dir, tmp_path):
+    plain = load_bundle(bundle_dir)
+    assert plain.scorer.place_weights is None and plain.describe()["error"] == "mean squared error"
+    weights = np.linspace(1.0, 50.0, 8)
+    weighted_dir = save_bundle(
+        tmp_path / "weighted", vectorizer=plain.vectorizer, layers=plain.scorer.layers,
+        reference_errors=plain.reference_errors, threshold_percentile=99.0, place_weights=weights,
+    )
+    assert json.loads((weighted_dir / "bundle.json").read_text())["format_version"] == 3
+    weighted = load_bundle(weighted_dir)
+    np.testing.assert_allclose(weighted.scorer.place_weights, weights)
+    assert weighted.describe()["error"] == "mean squared error weighted by place"
+    sequences = ["df 36 fr gx567", "zz 36"]
+    squared = [weighted.scorer.contributions(weighted.vectorizer.encode([s])) for s in sequences]
+    np.testing.assert_allclose(weighted.errors(sequences), [c.sum() / 8 for c in squared], rtol=1e-5)
+    assert not np.allclose(weighted.errors(sequences), plain.errors(sequences))
+
+
+def test_a_weighted_bundle_without_its_weights_is_refused(bundle_dir):
+    manifest = bundle_dir / "bundle.json"
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**doc, "error": "weighted_mse"}))
+    with pytest.raises(BundleError, match="inconsistent"):
+        load_bundle(bundle_dir)
+    manifest.write_text(json.dumps({**doc, "error": "median"}))
+    with pytest.raises(BundleError, match="unknown error 'median'"):
+        load_bundle(bundle_dir)

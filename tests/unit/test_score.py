@@ -3,7 +3,15 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import percentileofscore
 
-from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank, top_per_row
+from monitor.score import (
+    PLACE_WEIGHT_PRIOR_ROWS,
+    DenseLayer,
+    ReconstructionScorer,
+    group_score,
+    percentile_rank,
+    place_weights,
+    top_per_row,
+)
 from monitor.vectorize import Encoded
 
 
@@ -64,6 +72,59 @@ def test_present_errors_are_the_dense_squared_errors_at_the_stored_places(output
     expected = (x[rows, enc.indices] - y[rows, enc.indices]) ** 2
     assert len(expected) > 10 and np.ptp(expected) > 0
     np.testing.assert_allclose(scorer.present_errors(enc), expected, rtol=1e-5, atol=1e-6)
+
+
+def _random_layers(rng, d, output):
+    return [
+        DenseLayer(rng.normal(size=(d, 8)), rng.normal(size=8), "relu"),
+        DenseLayer(rng.normal(size=(8, 5)), rng.normal(size=5), "relu"),
+        DenseLayer(rng.normal(size=(5, d)) * 0.3, rng.normal(size=d) * 0.3, output),
+    ]
+
+
+@pytest.mark.parametrize("output", ["linear", "sigmoid"])
+def test_place_weights_are_the_inverse_mean_squared_residual_with_the_prior(output):
+    rng = np.random.default_rng(5)
+    d = 25
+    scorer = ReconstructionScorer(_random_layers(rng, d, output), chunk_rows=6)
+    x = (rng.random((40, d)) < 0.15) * rng.integers(1, 3, size=(40, d)).astype(np.float32)
+    x[:, 3] = 0.0  # a place no training row holds
+    counts = rng.integers(1, 5, 40).astype(float)
+    y = scorer.reconstruct(sp.csr_matrix(x)).astype(np.float64)
+    residual = (counts[:, None] * (x - y) ** 2).sum(axis=0)
+    expected = (counts.sum() + PLACE_WEIGHT_PRIOR_ROWS) / (residual + PLACE_WEIGHT_PRIOR_ROWS)
+    weights = place_weights(scorer, encoded_from_dense(x), counts)
+    np.testing.assert_allclose(weights, expected, rtol=1e-5)
+    assert np.ptp(weights) > 1.0  # the places really differ
+    # Repeating a row is the same as counting it twice.
+    doubled = np.repeat(x, counts.astype(int), axis=0)
+    np.testing.assert_allclose(place_weights(scorer, encoded_from_dense(doubled)), weights, rtol=1e-5)
+
+
+@pytest.mark.parametrize("output", ["linear", "relu"])
+def test_weighted_errors_equal_the_dense_weighted_mean_on_every_path(output):
+    rng = np.random.default_rng(9)
+    d = 30
+    layers = _random_layers(rng, d, output)
+    w = rng.uniform(0.1, 500.0, d)
+    scorer = ReconstructionScorer(layers, chunk_rows=7, place_weights=w)
+    x = (rng.random((33, d)) < 0.2) * rng.integers(1, 3, size=(33, d)).astype(np.float32)
+    enc = encoded_from_dense(x)
+    y = scorer.reconstruct(sp.csr_matrix(x)).astype(np.float64)
+    squared = (x - y) ** 2
+    np.testing.assert_allclose(scorer.errors(enc), (squared * w).mean(axis=1), rtol=1e-4)
+    rows = np.repeat(np.arange(len(x)), np.diff(enc.indptr))
+    np.testing.assert_allclose(scorer.present_errors(enc), (squared * w)[rows, enc.indices], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(scorer.contributions(enc, 2), squared[2] * w, rtol=1e-5, atol=1e-3)
+    plain = ReconstructionScorer(layers, chunk_rows=7)
+    assert not np.allclose(plain.errors(enc), scorer.errors(enc))
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4), -np.ones(4), np.full(4, np.nan), np.ones(3)])
+def test_place_weights_must_be_finite_positive_and_one_per_place(bad):
+    layers = [DenseLayer(np.zeros((4, 2)), np.zeros(2), "linear"), DenseLayer(np.zeros((2, 4)), np.zeros(4), "linear")]
+    with pytest.raises(ValueError, match="place weights"):
+        ReconstructionScorer(layers, place_weights=bad)
 
 
 def test_top_per_row_hand_computed():

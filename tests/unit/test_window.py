@@ -494,6 +494,16 @@ def test_from_snapshot_rejects_incompatible_state():
     assert restored.watermark_ms("a") == 10 * M - 300_000
 
 
+def test_a_snapshot_records_its_bundle_and_another_bundle_is_refused():
+    w = Windower(WindowSettings(size_ms=H))
+    feed(w, "a", [10 * M])
+    snapshot = w.snapshot(bundle="sha256:aaaa")
+    assert Windower.from_snapshot(w.settings, snapshot, bundle="sha256:aaaa").open_windows() == w.open_windows()
+    with pytest.raises(StateError, match=r"written by bundle 'sha256:aaaa', this daemon scores with bundle 'sha256:bb'"):
+        Windower.from_snapshot(w.settings, snapshot, bundle="sha256:bb")
+    # State written before bundles were recorded still loads.
+    assert Windower.from_snapshot(w.settings, w.snapshot(), bundle="sha256:bb").open_windows() == w.open_windows()
+
 def test_sketch_alpha_reaches_windows():
     w = Windower(WindowSettings(size_ms=H, sketch_alpha=0.01))
     feed(w, "a", [10 * M], errors=[1.0])

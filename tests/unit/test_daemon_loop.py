@@ -1,0 +1,273 @@
+"""The daemon's loop without a broker: an in-memory source and sink, an injected clock and a small numpy bundle (no
+TensorFlow), so the shell's logic (windows, offsets, checkpoints, commits, rebalances, timers, dead letters, bundle
+reloads) runs in seconds. What only a broker can show stays in tests/integration/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.bundle import load_bundle, save_bundle
+from monitor.checkpoint import read_checkpoint
+from monitor.config import load_settings
+from monitor.pipeline import RecordBatch
+from monitor.run import Daemon, Every
+from monitor.score import DenseLayer
+from monitor.sink import MemorySink
+from monitor.source import MemorySource, Rebalance
+from monitor.vectorize import Vectorizer, VectorizerSettings
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, seconds
+WINDOW_S = 60
+TOKENS = ["DF", "36", "FR", "GX567", "AB", "12"]
+
+
+class Clock:
+    """UTC epoch seconds that move only when a test says so."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_bundle(path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    vectorizer = Vectorizer(VectorizerSettings(vocab_size=8), TOKENS)
+    layers = [
+        DenseLayer(rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32), "relu"),
+        DenseLayer(rng.normal(size=(3, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32), "linear"),
+    ]
+    reference = np.sort(rng.gamma(2.0, 0.5, 500))
+    return save_bundle(path, vectorizer=vectorizer, layers=layers, reference_errors=reference, threshold_percentile=99.0)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("numpy-bundle") / "bundle")
+
+
+def settings_for(bundle, state, **extra):
+    overrides = {
+        "model.bundle": str(bundle),
+        "model.watch_interval_seconds": "0",
+        "state.directory": str(state),
+        "window.size_seconds": str(WINDOW_S),
+        "window.allowed_lateness_seconds": "0",
+        "window.idle_close_interval_seconds": "0",
+        "window.max_future_seconds": "3153600000",
+        "kafka.topics": "t",
+    }
+    overrides.update(extra)
+    return load_settings(None, env={}, overrides=[f"{k}={v}" for k, v in overrides.items()])
+
+
+def sequences(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(TOKENS, size=int(rng.integers(2, 6)))) for _ in range(n)]
+
+
+def batch(values, stamps_s, topic="t", partition=0) -> RecordBatch:
+    values = [v.encode() if isinstance(v, str) else v for v in values]
+    n = len(values)
+    return RecordBatch(
+        values=values,
+        timestamps_ms=(np.asarray(stamps_s, dtype=np.float64) * 1000).astype(np.int64),
+        topics=np.full(n, topic, dtype=object),
+        partitions=np.full(n, partition, dtype=np.int32),
+    )
+
+
+def minute_batches(minutes: int, per_minute: int, seed: int = 0, topic="t", partition=0) -> list[RecordBatch]:
+    """One batch per window, records spread over it in time order."""
+    out = []
+    for m in range(minutes):
+        rng = np.random.default_rng(seed + m)
+        stamps = T0 + m * WINDOW_S + np.sort(rng.uniform(0, WINDOW_S, per_minute))
+        out.append(batch(sequences(per_minute, seed + 100 + m), stamps, topic, partition))
+    return out
+
+
+def started(settings, source, clock=None, sink=None) -> Daemon:
+    daemon = Daemon(settings, registry=CollectorRegistry(), clock=clock or Clock(T0))
+    daemon.start(source=source, sink=sink, serve_metrics=False)
+    return daemon
+
+
+def test_a_finite_source_closes_every_window_with_independent_figures(bundle_dir, tmp_path):
+    batches = minute_batches(3, 200)
+    source = MemorySource(batches, assignment=[("t", 0)])
+    daemon = started(settings_for(bundle_dir, tmp_path / "state"), source)
+    daemon.run()
+
+    bundle = load_bundle(bundle_dir)
+    assert [w.start_ms for w in daemon.closed_windows] == [(T0 + m * WINDOW_S) * 1000 for m in range(3)]
+    for b, window in zip(batches, daemon.closed_windows):
+        errors = bundle.errors([v.decode() for v in b.values])
+        f = window.figures()
+        assert f["count"] == 200
+        assert f["mean_error"] == pytest.approx(errors.mean(), rel=1e-9)
+        assert f["anomaly_rate"] == pytest.approx((errors > bundle.threshold).mean())
+    reg = daemon.registry
+    assert reg.get_sample_value("seqmon_records_consumed_total", {"topic": "t"}) == 600
+    assert reg.get_sample_value("seqmon_windows_closed_total", {"topic": "t"}) == 3
+    # The checkpoint and the commit agree: past the last record.
+    assert read_checkpoint(tmp_path / "state")["offsets"] == {"t/0": 600}
+    assert source.commits == {("t", 0): 600} and source.closed
+
+
+def test_a_restart_resumes_after_the_checkpoint_and_counts_nothing_twice(bundle_dir, tmp_path):
+    batches = minute_batches(4, 100, seed=5)
+    settings = settings_for(bundle_dir, tmp_path / "state")
+    # The first run reads two windows' batches; the input is only paused, so windows close by watermark alone.
+    first = started(settings, MemorySource(batches[:2], assignment=[("t", 0)], final=False))
+    first.run()
+    assert [w.figures()["count"] for w in first.closed_windows] == [100]  # the second window is still open
+
+    source = MemorySource(batches, assignment=[("t", 0)])
+    second = started(settings, source)
+    second.run()
+    assert [w.figures()["count"] for w in second.closed_windows] == [100, 100, 100]
+    assert second.closed_windows[0].start_ms == (T0 + WINDOW_S) * 1000
+    assert second.registry.get_sample_value("seqmon_records_consumed_total", {"topic": "t"}) == 200
+    assert source.commits == {("t", 0): 400}
+
+
+def test_the_later_of_checkpoint_and_group_offset_wins(bundle_dir, tmp_path):
+    batches = minute_batches(3, 100, seed=9)
+    settings = settings_for(bundle_dir, tmp_path / "state")
+    started(settings, MemorySource(batches[:1], assignment=[("t", 0)], final=False)).run()  # checkpoint at 100
+    # Another member has read on since and committed 200: the daemon starts there, not at its checkpoint.
+    source = MemorySource(batches, assignment=[("t", 0)], committed={("t", 0): 200})
+    daemon = started(settings, source)
+    daemon.run()
+    assert daemon.registry.get_sample_value("seqmon_records_consumed_total", {"topic": "t"}) == 100
+    assert daemon.offsets.snapshot() == {"t/0": 300}
+
+
+def test_bad_and_late_records_are_counted_and_sent_as_dead_letters(bundle_dir, tmp_path):
+    good = minute_batches(2, 50, seed=3)
+    bad = batch([b"\xff\xfe", b"x" * 5000, b"DF 36"], [T0 + 70, T0 + 71, T0 + 10])  # the last is late: window 0 closed
+    source = MemorySource([good[0], good[1], bad], assignment=[("t", 0)])
+    sink = MemorySink()
+    daemon = started(settings_for(bundle_dir, tmp_path / "state", **{"kafka.dead_letter_topic": "dlq",
+                                                                      "kafka.results_topic": "results"}), source, sink=sink)
+    daemon.run()
+    reg = daemon.registry
+    assert reg.get_sample_value("seqmon_records_invalid_total", {"topic": "t", "reason": "invalid_utf8"}) == 1
+    assert reg.get_sample_value("seqmon_records_invalid_total", {"topic": "t", "reason": "too_long"}) == 1
+    assert reg.get_sample_value("seqmon_records_late_total", {"topic": "t"}) == 1
+    assert [(topic, reason, where) for topic, _, reason, where in sink.dead] == [
+        ("dlq", "invalid_utf8", ("t", 0, 100)), ("dlq", "too_long", ("t", 0, 101)), ("dlq", "late", ("t", 0, 102)),
+    ]
+    assert sink.dead[0][1] == b"\xff\xfe"
+    assert [(topic, key) for topic, key, _ in sink.results] == [("results", f"t/{(T0 + m * WINDOW_S) * 1000}") for m in range(2)]
+    assert sink.results[0][2]["count"] == 50
+    assert sink.flushes >= 2 and sink.closed  # flushed before every checkpoint's commit
+
+
+def test_json_records_carry_their_event_time_and_weight(bundle_dir, tmp_path):
+    docs = [{"sequence": "DF 36", "weight": 3, "ts": (T0 + 5) * 1000}, {"sequence": "AB 12", "ts": (T0 + 65) * 1000}]
+    values = [json.dumps(d).encode() for d in docs]
+    # The Kafka timestamps say otherwise; the records' own times decide their windows.
+    source = MemorySource([batch(values, [T0 + 500, T0 + 500])], assignment=[("t", 0)])
+    daemon = started(settings_for(bundle_dir, tmp_path / "state", **{"records.format": "json",
+                                                                      "records.timestamp_field": "ts"}), source)
+    daemon.run()
+    assert [(w.start_ms, w.figures()["count"], w.aggregate.weight) for w in daemon.closed_windows] == [
+        (T0 * 1000, 1, 3.0), ((T0 + WINDOW_S) * 1000, 1, 1.0),
+    ]
+
+
+def test_a_quiet_stream_closes_its_windows_by_the_injected_clock(bundle_dir, tmp_path):
+    clock = Clock(T0 + 10)
+    source = MemorySource(minute_batches(1, 20), assignment=[("t", 0)], ends=False)
+    daemon = started(settings_for(bundle_dir, tmp_path / "state", **{"window.idle_close_interval_seconds": "30"}),
+                     source, clock=clock)
+    assert daemon.step() and daemon.closed_windows == []  # the batch; caught up, but the window is not over
+    clock.now = T0 + WINDOW_S - 1
+    assert daemon.step() and daemon.closed_windows == []
+    clock.now = T0 + WINDOW_S + 1
+    assert daemon.step() and daemon.closed_windows == []  # over, but neither the lag nor the idle-close timer is due
+    clock.now = T0 + WINDOW_S + 30
+    assert daemon.step()
+    assert [(w.start_ms, w.figures()["count"]) for w in daemon.closed_windows] == [(T0 * 1000, 20)]
+    assert read_checkpoint(tmp_path / "state")["written_at"] == T0 + WINDOW_S + 30  # a close is checkpointed at once
+    daemon.stop()
+    daemon.run()  # stopped: only the shutdown
+    assert source.closed and source.polls == 4
+
+
+def test_timers_are_due_by_the_clock_they_are_given():
+    every = Every(30, start=100.0)
+    assert [every.due(t) for t in (100.0, 129.9, 130.0, 131.0, 159.0, 160.0)] == [False, False, True, False, False, True]
+    assert not Every(0, start=0.0).due(1e12)  # 0: switched off
+
+
+def test_checkpoints_are_due_by_the_clock_and_commit_what_was_processed(bundle_dir, tmp_path):
+    clock = Clock(T0)
+    records = batch(sequences(10, 1), np.full(10, T0 + 1.0))
+    source = MemorySource([records, None, None], assignment=[("t", 0)], ends=False)
+    daemon = started(settings_for(bundle_dir, tmp_path / "state", **{"state.checkpoint_interval_seconds": "60"}),
+                     source, clock=clock)
+    daemon.step()
+    assert source.commits == {} and read_checkpoint(tmp_path / "state") is None
+    clock.now = T0 + 60
+    daemon.step()
+    assert source.commits == {("t", 0): 10}
+    assert read_checkpoint(tmp_path / "state")["written_at"] == T0 + 60
+    assert daemon.registry.get_sample_value("seqmon_checkpoints_total") == 1
+
+
+def test_a_rebalance_checkpoints_the_revoked_partition_and_forgets_it(bundle_dir, tmp_path):
+    p0 = minute_batches(1, 30, seed=1, partition=0)[0]
+    p1 = minute_batches(1, 40, seed=2, partition=1)[0]
+    events = [p0, p1, Rebalance(revoked=[("t", 1)]), Rebalance(assigned=[("t", 2)])]
+    source = MemorySource(events, assignment=[("t", 0), ("t", 1)], ends=False)
+    daemon = started(settings_for(bundle_dir, tmp_path / "state"), source)
+    assert daemon.partitions == [("t", 0), ("t", 1)]
+    for _ in range(3):
+        daemon.step()
+    assert source.commits == {("t", 1): 40}  # only the revoked partition, at once
+    assert daemon.partitions == [("t", 0)]
+    assert ("t", 1) not in {(p.topic, p.partition) for p in daemon.pipeline.windower.progress()}
+    daemon.step()
+    assert daemon.partitions == [("t", 0), ("t", 2)]
+    daemon.stop()
+    daemon.run()
+    assert source.commits == {("t", 0): 30, ("t", 1): 40}  # no offset known yet for the new partition: none committed
+
+
+def test_the_bundle_watch_reloads_a_changed_bundle_on_the_clock(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle", seed=1)
+    clock = Clock(T0)
+    source = MemorySource([None, None, None], assignment=[("t", 0)], ends=False)
+    daemon = started(settings_for(bundle, tmp_path / "state", **{"model.watch_interval_seconds": "10"}), source,
+                     clock=clock)
+    before = daemon.pipeline.bundle.content_hash
+    make_bundle(tmp_path / "bundle", seed=2)  # a new bundle written over the old one
+    daemon.step()
+    assert daemon.pipeline.bundle.content_hash == before  # not due yet
+    clock.now = T0 + 10
+    daemon.step()
+    assert daemon.pipeline.bundle.content_hash != before
+    assert daemon.registry.get_sample_value("seqmon_bundle_reloads_total", {"result": "success"}) == 1
+
+
+def test_the_daemon_tests_run_without_tensorflow():
+    """Run this file's other tests in a fresh interpreter, then look at what it imported."""
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, pytest\n"
+        f"rc = pytest.main(['-q', '-p', 'no:cacheprovider', {str(Path(__file__))!r}, '-k', 'not without_tensorflow'])\n"
+        "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow', 'rc', int(rc))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "no tensorflow rc 0", out.stdout[-3000:] + out.stderr[-3000:]
