@@ -260,9 +260,11 @@ def training_lines(data: str, n: int, seed: int = 0, vocabulary: int = 50_000) -
 
 def train_process(input_path: Path, out: Path, preset_name: str, epochs: int, extra: Sequence[str] = ()) -> dict:
     """One whole ``seqmon train`` process (start, read, choose settings, vectorize, fit, reference errors, save) with
-    a fixed number of epochs: wall and CPU seconds, and the peak RSS of that process alone (``wait4``)."""
+    a fixed number of epochs (0: the preset's own, with its early stopping): wall and CPU seconds, and the peak RSS
+    of that process alone (``wait4``)."""
+    fixed = ["--epochs", str(epochs), "--patience", "0"] if epochs else []  # 0: the preset's epochs, early stopping
     cmd = [sys.executable, "-m", "monitor.cli", "train", str(input_path), "--out", str(out), "--preset", preset_name,
-           "--epochs", str(epochs), "--patience", "0", "--quiet", *extra]
+           *fixed, "--quiet", *extra]
     started = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = child.stderr.read()
@@ -315,9 +317,11 @@ def cmd_bench(args) -> int:
     if args.rows:
         results = run_bench(args.rows, args.naive_rows, args.bundle, args.seed, args.score_rows, args.score_repeats)
     if args.train_lines:
-        print(f"training: whole `seqmon train` processes, {args.train_epochs} epochs each (early stopping off), "
+        each = f"{args.train_epochs} epochs each (early stopping off)" if args.train_epochs else "each preset's epochs"
+        print(f"training: whole `seqmon train` processes, {each}, "
               f"{args.train_lines:,} lines per kind of data, presets {', '.join(TRAINING_PRESETS)}")
-        results["training"] = training_bench(args.train_lines, args.train_epochs, seed=args.seed)
+        data = tuple(args.train_data.split(",")) if args.train_data else TRAINING_DATA
+        results["training"] = training_bench(args.train_lines, args.train_epochs, data=data, seed=args.seed)
     if args.json:
         print(json.dumps(results), file=sys.stdout)
     return 0
@@ -335,7 +339,10 @@ def register(sub) -> None:
     b.add_argument("--train-lines", type=int, default=50_000,
                    help="lines of small-vocabulary codes and of large-vocabulary log-like text for the `seqmon train` "
                         "runs (each preset, each in its own process: time and peak RSS); 0 skips them (default %(default)s)")
-    b.add_argument("--train-epochs", type=int, default=2, help="epochs of each `seqmon train` run (default %(default)s)")
+    b.add_argument("--train-epochs", type=int, default=2,
+                   help="epochs of each `seqmon train` run; 0: the preset's own, with early stopping (default %(default)s)")
+    b.add_argument("--train-data", choices=(*TRAINING_DATA, ",".join(TRAINING_DATA)), default=None,
+                   help="which training data to run: small, large or both (default: both)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="also print the figures as one JSON object")
     b.set_defaults(func=cmd_bench)

@@ -76,5 +76,9 @@ def test_many_distinct_rows_get_sampled_epochs():
     lines = [f"job {i} done in {i % 50} ms" for i in range(AUTO_EPOCH_ROWS + 10)]
     _, mod, reasons = auto_settings(lines)
     assert mod.epoch_rows == AUTO_EPOCH_ROWS and any("sampled afresh" in r for r in reasons)
-    _, mod, _ = auto_settings(lines[:1000])
-    assert mod.epoch_rows == 0
+    # Rows through training are capped: 30 epochs of 50,000, and any("at most 30 epochs") says so.
+    assert mod.epochs == 30 and any(r.startswith("at most 30 epochs") for r in reasons)
+    _, mod, reasons = auto_settings(lines[:1000])
+    assert mod.epoch_rows == 0 and mod.epochs == 100 and not any(r.startswith("at most") for r in reasons)
+    _, mod, _ = auto_settings(lines[:30_000])  # 30,000 distinct rows: 50 epochs make 1.5 million
+    assert mod.epoch_rows == 0 and mod.epochs == 50
