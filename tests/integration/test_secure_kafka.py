@@ -46,6 +46,9 @@ DAEMON_USER = "seqmon"
 WINDOW_S = 5
 # Refusals must stop the daemon: a generous guard against a hang, not a performance figure.
 EXIT_GUARD_S = 120
+# No output topics: the dead-letter and results producer is kafka-python's whatever kafka.client says, and it is opened
+# first; without it the consumer of the client under test is what meets the refusal.
+CONSUMER_ONLY = {"kafka.dead_letter_topic": "", "kafka.results_topic": ""}
 
 
 class SecureKafka:
@@ -278,7 +281,7 @@ def test_a_wrong_password_stops_the_daemon_with_one_line(secure_kafka, bundle_pa
     kafka, n = secure_kafka, names()
     kafka.create_topics(n["input"])
     kafka.grant(list(minimal_rights(n).values()))
-    args = daemon_args(kafka, n, client, bundle_path, tmp_path)
+    args = daemon_args(kafka, n, client, bundle_path, tmp_path, **CONSUMER_ONLY)
     code, lines = run_until_exit(args, daemon_env("not-" + kafka.daemon_password), tmp_path / "seqmon.log")
     assert_refused(code, lines, f"Kafka authentication of user '{DAEMON_USER}' (SCRAM-SHA-512) failed", "sasl_plain")
     # Not a retry storm: the client may log its failed attempt, then seqmon stops.
@@ -296,7 +299,7 @@ def test_an_untrusted_certificate_stops_the_daemon_with_one_line(secure_kafka, b
          "-keyout", str(tmp_path / "other-ca.key"), "-out", str(other_ca)],
         check=True, capture_output=True,
     )
-    args = daemon_args(kafka, n, client, bundle_path, tmp_path, **{"kafka.ssl_cafile": other_ca})
+    args = daemon_args(kafka, n, client, bundle_path, tmp_path, **{**CONSUMER_ONLY, "kafka.ssl_cafile": other_ca})
     code, lines = run_until_exit(args, daemon_env(kafka.daemon_password), tmp_path / "seqmon.log")
     assert_refused(code, lines, "certificate is not trusted", str(other_ca), "kafka.ssl_cafile")
     attempts = [line for line in lines if "certificate verify failed" in line.lower()]
