@@ -269,7 +269,18 @@ def cmd_generate(args) -> int:
 def cmd_inspect(args) -> int:
     from monitor.bundle import load_bundle  # noqa: PLC0415
 
-    print(json.dumps(load_bundle(args.bundle).describe(), indent=2, ensure_ascii=False, default=str))
+    if args.config is None and not args.set:
+        if args.bundle is None:
+            raise InputError("seqmon inspect needs a BUNDLE, or --config / --set to show the daemon's settings")
+        print(json.dumps(load_bundle(args.bundle).describe(), indent=2, ensure_ascii=False, default=str))
+        return 0
+    from monitor.config import load_settings  # noqa: PLC0415
+
+    # What `seqmon run` with the same file, environment and --set would run with; secrets as "***".
+    out: dict = {"settings": load_settings(args.config, overrides=list(args.set or [])).to_dict(redact=True)}
+    if args.bundle is not None:
+        out["bundle"] = load_bundle(args.bundle).describe()
+    print(json.dumps(out, indent=2, ensure_ascii=False, default=str))
     return 0
 
 
@@ -344,8 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--abnormal-hour", action="append", metavar="HOUR=RATE", help="raise the anomaly rate of one hour")
     g.set_defaults(func=cmd_generate)
 
-    i = sub.add_parser("inspect", help="what is in a bundle")
-    i.add_argument("bundle")
+    i = sub.add_parser("inspect", help="what is in a bundle, and the settings `seqmon run` would use (secrets hidden)")
+    i.add_argument("bundle", nargs="?")
+    i.add_argument("--config", help="TOML settings file: print the effective settings (file, SEQMON_* variables, --set)")
+    i.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)")
     i.set_defaults(func=cmd_inspect)
 
     # Commands that live in their own modules; registering them imports no heavy library.

@@ -552,16 +552,22 @@ class MetricsSettings(_Section):
         Address to listen on; ``"0.0.0.0"`` for every interface.
     port : int
         TCP port, 1-65535.
+    web_config_file : str
+        YAML file in the format of Prometheus' web configuration (``tls_server_config``: ``cert_file``, ``key_file``,
+        ``client_auth_type``, ``client_ca_file``; ``basic_auth_users`` with bcrypt hashes), read at start; ``""`` =
+        plain HTTP without authentication.  See :mod:`monitor.web_config`.
     """
 
     SECTION: ClassVar[str] = "metrics"
 
     host: str = "127.0.0.1"
     port: int = 9108
+    web_config_file: str = ""
 
     def __post_init__(self) -> None:
         self._str("host", nonempty=True)
         self._int("port", 1, 65_535)
+        self._str("web_config_file")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from monitor.errors import ConfigError, MonitorError
+from monitor import kafka_access
+from monitor.errors import ConfigError, KafkaAccessError, MonitorError
 from monitor.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, sorted_keys
 from monitor.pipeline import RecordBatch
 
@@ -74,6 +75,23 @@ _ERROR = Message.error
 
 class KafkaSourceError(MonitorError):
     """The Kafka consumer hit a fatal error and cannot go on."""
+
+
+def _access_error(err: KafkaError, config: dict, topic: str | None = None) -> KafkaAccessError | None:
+    """The ``KafkaAccessError`` of a refusal that retrying cannot heal; None for any other error.
+
+    librdkafka reports these as ordinary, retriable errors and retries them forever.
+    """
+    code = err.code()
+    if code == KafkaError._AUTHENTICATION:
+        return kafka_access.authentication_failed(config, err.str())
+    if code == KafkaError._SSL:
+        return kafka_access.tls_failed(config, err.str())
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return kafka_access.group_not_authorized(config)
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return kafka_access.read_not_authorized(config, [topic] if topic else [])
+    return None
 
 
 def translate_config(consumer_config: dict) -> dict:
@@ -152,6 +170,8 @@ class ConfluentSource(KafkaSourceBase):
         config["error_cb"] = self._client_error
         config["logger"] = logging.getLogger(f"{__name__}.librdkafka")
         self._fatal: KafkaError | None = None
+        self._user_config = consumer_config
+        self._refused: KafkaAccessError | None = None
         self._lock = threading.Lock()
         self.errors = 0  # non-fatal consumer errors seen (logged, not raised)
         # Offsets asked for through seek() while on_assign runs, and the keys being assigned; None outside on_assign.
@@ -176,6 +196,11 @@ class ConfluentSource(KafkaSourceBase):
     # --- callbacks (run on the thread inside poll / close) -----------------------------------------------------------
 
     def _client_error(self, err: KafkaError) -> None:
+        refused = _access_error(err, self._user_config)
+        if refused is not None:
+            if self._refused is None:
+                self._refused = refused
+            return
         if err.fatal():
             self._fatal = err
             log.error("fatal Kafka consumer error: %s", err.str())
@@ -223,10 +248,15 @@ class ConfluentSource(KafkaSourceBase):
             messages = self._consumer.consume(num_messages=max_records, timeout=timeout_ms / 1000)
         except KafkaException as exc:
             err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            refused = _access_error(err, self._user_config) if err is not None else None
+            if refused is not None:
+                raise refused from None
             if err is None or err.fatal():
                 raise KafkaSourceError(f"the Kafka consumer failed: {err.str() if err else exc}") from exc
             self._count_error(err)
             return None
+        if self._refused is not None:
+            raise self._refused
         if self._fatal is not None:
             raise KafkaSourceError(f"the Kafka consumer failed: {self._fatal.str()}")
         if any(map(_ERROR, messages)):
@@ -237,6 +267,8 @@ class ConfluentSource(KafkaSourceBase):
                     good.append(m)
                 elif err.code() == KafkaError._PARTITION_EOF:
                     continue
+                elif (refused := _access_error(err, self._user_config, m.topic())) is not None:
+                    raise refused
                 elif err.fatal():
                     raise KafkaSourceError(f"the Kafka consumer failed: {err.str()}")
                 else:
@@ -279,13 +311,22 @@ class ConfluentSource(KafkaSourceBase):
             return {}
         got = self._consumer.committed([TopicPartition(t, p) for t, p in keys], timeout=10)
         for tp in got:
+            if tp.error is not None and (refused := _access_error(tp.error, self._user_config, tp.topic)):
+                raise refused
             if tp.error is not None:
                 raise KafkaSourceError(f"committed offset of {tp.topic}/{tp.partition} unavailable: {tp.error.str()}")
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in got}
 
     def _commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        result = self._consumer.commit(offsets=tps, asynchronous=False)
+        try:
+            result = self._consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            refused = _access_error(err, self._user_config) if err is not None else None
+            if refused is not None:
+                raise refused from None
+            raise
         failed = [tp for tp in result or () if tp.error is not None]
         if failed:
             tp = failed[0]

@@ -22,3 +22,7 @@ class InputError(MonitorError):
 
 class StateError(MonitorError):
     """A checkpoint in the state directory cannot be restored."""
+
+
+class KafkaAccessError(MonitorError):
+    """Kafka refused the daemon: failed authentication, an untrusted certificate, or a missing ACL right."""

@@ -29,7 +29,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -585,11 +585,48 @@ class Metrics:
         self.last_checkpoint.set(at_s)
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread.
+def serve(
+    registry: CollectorRegistry, host: str, port: int, web_config_file: str = ""
+) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``registry`` at ``http(s)://host:port/metrics`` from a daemon thread, one thread per request.
 
-    ``port`` 0 picks a free port (read it from ``server.server_address[1]``).
-    Stop with ``server.shutdown(); server.server_close(); thread.join()``.
+    ``web_config_file``: a Prometheus-style web configuration (:mod:`monitor.web_config`) that turns on TLS, client
+    certificates and basic auth; ``""`` = plain HTTP. ``port`` 0 picks a free port (read it from
+    ``server.server_address[1]``). Stop with ``server.shutdown(); server.server_close(); thread.join()``.
     """
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    import socket  # noqa: PLC0415
+    from socketserver import ThreadingMixIn  # noqa: PLC0415
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # noqa: PLC0415
+
+    from monitor.web_config import BasicAuth, load_web_config  # noqa: PLC0415
+
+    web = load_web_config(web_config_file) if web_config_file else None
+    app = make_wsgi_app(registry)
+    if web is not None and web.users:
+        app = BasicAuth(app, web.users)
+
+    class Handler(WSGIRequestHandler):
+        timeout = 30  # a client that stalls (or never finishes its TLS handshake) frees its thread
+
+        def log_message(self, format, *args):  # noqa: A002 - no access log on stderr
+            pass
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        def get_request(self):
+            conn, addr = super().get_request()
+            if web is not None and web.tls is not None:
+                # The handshake happens at the first read, on the request's thread, not in the accept loop.
+                conn = web.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            return conn, addr
+
+        def handle_error(self, request, client_address):
+            # A refused handshake (no or an untrusted client certificate) is the client's problem, not a traceback.
+            pass
+
+    server = make_server(host, port, app, Server, handler_class=Handler)
+    thread = threading.Thread(target=server.serve_forever, name="seqmon-metrics", daemon=True)
+    thread.start()
     return server, thread

@@ -23,6 +23,8 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from monitor import kafka_access
+from monitor.errors import MonitorError
 from monitor.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, forced, sorted_keys
 from monitor.pipeline import RecordBatch
 from monitor.sink import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSinkError
@@ -102,9 +104,17 @@ class _Listener(_ListenerBase):
             net = self._source._consumer._net
             done = _KafkaFuture()
 
+            source = self._source
+
             def work():
                 try:
                     callback(keys)
+                except MonitorError as e:
+                    # A user error (a refused write, say): raised as itself by poll() or close(), not wrapped in a
+                    # KafkaError after the client logs a traceback.
+                    if source._callback_error is None:
+                        source._callback_error = e
+                    net.call_soon_threadsafe(lambda: done.success(None))
                 except BaseException as e:  # handed to the IO loop, which raises it from poll() as a KafkaError
                     net.call_soon_threadsafe(lambda exc=e: done.failure(exc))
                 else:
@@ -149,7 +159,10 @@ class KafkaSource(KafkaSourceBase):
             {"enable_auto_commit": False, "key_deserializer": None, "value_deserializer": None},
             "Kafka consumer",
         )
-        self._consumer = KafkaConsumer(**config)
+        self._config = config
+        self._topics = list(topics or ())
+        self._callback_error: MonitorError | None = None
+        self._consumer = kafka_access.built(KafkaConsumer, config)
         try:
             if topics is not None:
                 self._consumer.subscribe(topics=list(topics), listener=_Listener(self))
@@ -171,7 +184,16 @@ class KafkaSource(KafkaSourceBase):
 
         Also drives group membership: rebalance callbacks run inside this call.
         """
-        return records_to_batch(self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
+        with kafka_access.kafka_python_refusals(self._config, self._topics):
+            records = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if self._callback_error is not None:
+            raise self._callback_error  # before any record of this poll is handed over
+        # kafka-python only logs a subscribed topic the user may not read, and then reads nothing, forever.
+        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
+        denied = set(getattr(cluster, "unauthorized_topics", ())) & set(self._topics)
+        if denied:
+            raise kafka_access.read_not_authorized(self._config, sorted(denied))
+        return records_to_batch(records)
 
     def assignment(self) -> list[TopicPartitionKey]:
         return sorted_keys(self._consumer.assignment())
@@ -188,14 +210,18 @@ class KafkaSource(KafkaSourceBase):
 
     def committed(self, keys: Iterable[TopicPartitionKey]) -> dict[TopicPartitionKey, int | None]:
         """The group's committed offset per partition (None: never committed); one request per partition."""
-        return {(t, p): self._consumer.committed(TopicPartition(t, p)) for t, p in keys}
+        with kafka_access.kafka_python_refusals(self._config, self._topics):
+            return {(t, p): self._consumer.committed(TopicPartition(t, p)) for t, p in keys}
 
     def _seek(self, offsets: dict[TopicPartitionKey, int]) -> None:
         for (t, p), offset in offsets.items():
             self._consumer.seek(TopicPartition(t, p), offset)
 
     def _commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+        with kafka_access.kafka_python_refusals(self._config, self._topics):
+            self._consumer.commit(
+                {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+            )
 
     def _end_offsets(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in keys])
@@ -212,3 +238,5 @@ class KafkaSource(KafkaSourceBase):
             if client is not None:
                 client.close()
             raise
+        if self._callback_error is not None:
+            raise self._callback_error

@@ -122,7 +122,8 @@ class Daemon:
         from monitor.export import serve  # noqa: PLC0415
 
         if serve_metrics:
-            self._server = serve(self.registry, self.settings.metrics.host, self.settings.metrics.port)
+            m = self.settings.metrics
+            self._server = serve(self.registry, m.host, m.port, m.web_config_file)
         if source is None:
             source, sink = open_kafka(self.settings.kafka)
         self.source, self.sink = source, sink
@@ -370,6 +371,8 @@ def open_kafka(k):
     else:
         from monitor.kafka_source import KafkaSource as source_class  # noqa: PLC0415
     sink = KafkaSink(k.producer_config()) if k.dead_letter_topic or k.results_topic else None
+    if sink is not None:  # a missing WRITE right stops the start, not the first dead letter
+        sink.check_writable({t: f"kafka.{n}" for n in ("dead_letter_topic", "results_topic") if (t := getattr(k, n))})
     try:
         source = source_class(
             k.consumer_config(),

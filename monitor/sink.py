@@ -10,6 +10,7 @@ import json
 import threading
 from typing import Protocol
 
+from monitor import kafka_access
 from monitor.errors import ConfigError, MonitorError
 from monitor.export import json_safe
 from monitor.kafka_base import forced
@@ -77,10 +78,29 @@ class KafkaSink:
         for key in ("key_serializer", "value_serializer"):
             if config.get(key) is not None:
                 raise ConfigError(f"Kafka producer setting {key} is not allowed: seqmon sends bytes")
-        self._producer = KafkaProducer(**config)
+        self._config = config
+        self._producer = kafka_access.built(KafkaProducer, config)
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._settings_of: dict[str, str] = {}
+        self._failure: MonitorError | None = None
+
+    def check_writable(self, topics: dict[str, str]) -> None:
+        """Fail at start, not at the first record, if a topic cannot be written: ``topics`` maps each to its setting.
+
+        WRITE implies DESCRIBE, so a user that may write the topic may read its metadata; one that may not is refused.
+        """
+        from kafka import errors as kafka_errors  # noqa: PLC0415
+
+        self._settings_of.update(topics)
+        for topic, setting in topics.items():
+            try:
+                self._producer.partitions_for(topic)
+            except kafka_errors.TopicAuthorizationFailedError:
+                self._closed = True
+                self._producer.close(timeout=0)  # nothing was sent; its threads stop before the error is shown
+                raise kafka_access.write_not_authorized(self._config, topic, setting) from None
 
     def _failed(self, exc: BaseException) -> None:
         with self._lock:
@@ -109,11 +129,28 @@ class KafkaSink:
 
     def flush(self, timeout_s: float = 30) -> None:
         """Wait until every record sent so far is acknowledged; raise if any could not be delivered."""
+        from kafka import errors as kafka_errors  # noqa: PLC0415
+
+        if self._failure is not None:
+            # Sticky: a later flush that found nothing new must not let the caller commit past the lost records.
+            raise self._failure
         self._producer.flush(timeout=timeout_s)
         with self._lock:
             errors, self._errors = self._errors, []
-        if errors:
-            raise KafkaSinkError(f"{len(errors)} record(s) could not be delivered to Kafka; first error: {errors[0]!r}")
+        if not errors:
+            return
+        denied = [e for e in errors if isinstance(e, kafka_errors.TopicAuthorizationFailedError)]
+        if denied:
+            topic = next((str(a) for a in denied[0].args if isinstance(a, str)), "?")
+            failure: MonitorError = kafka_access.write_not_authorized(
+                self._config, topic, self._settings_of.get(topic, "an output topic")
+            )
+        else:
+            failure = KafkaSinkError(
+                f"{len(errors)} record(s) could not be delivered to Kafka; first error: {errors[0]!r}"
+            )
+        self._failure = failure
+        raise failure
 
     def close(self) -> None:
         """Flush what is pending (errors are raised) and close the producer. Idempotent."""
@@ -123,4 +160,4 @@ class KafkaSink:
         try:
             self.flush()
         finally:
-            self._producer.close()
+            self._producer.close(timeout=0 if self._failure is not None else None)

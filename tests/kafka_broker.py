@@ -2,7 +2,8 @@
 
 Thin wrapper around ``deploy/local/kafka.sh`` (KRaft, 127.0.0.1 only). The
 broker's controller listens on ``port + 1``, so :func:`free_port` looks for two
-consecutive free ports.
+consecutive free ports. ``start_broker(..., scram_users=...)`` starts it secured
+(SASL_SSL, SCRAM-SHA-512, ACLs enforced; the CA is ``<data_dir>/tls/ca.pem``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ class BrokerError(RuntimeError):
     """The broker script failed; the message carries its output and log tail."""
 
 
-def _run_script(command: str, port: int, data_dir: str, timeout: float) -> subprocess.CompletedProcess:
+def _run_script(
+    command: str, port: int, data_dir: str, timeout: float, scram_users: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, KAFKA_PORT=str(port), KAFKA_DATA_DIR=str(data_dir))
     env.pop("KAFKA_CONTROLLER_PORT", None)  # always port + 1 here
+    for name in ("KAFKA_SECURITY", "KAFKA_SCRAM_USERS"):  # the data dir remembers its mode for stop
+        env.pop(name, None)
+    if scram_users is not None:
+        env["KAFKA_SECURITY"] = "sasl_ssl"
+        env["KAFKA_SCRAM_USERS"] = ",".join(f"{name}={password}" for name, password in scram_users.items())
     return subprocess.run(
         ["bash", str(KAFKA_SH), command],
         env=env,
@@ -51,14 +59,16 @@ def broker_log_tail(data_dir: str, lines: int = 40) -> str:
     return "\n".join(parts) or f"(no broker logs under {data_dir}/logs)"
 
 
-def start_broker(port: int, data_dir: str) -> str:
+def start_broker(port: int, data_dir: str, scram_users: dict[str, str] | None = None) -> str:
     """Start a broker on 127.0.0.1:port with its state in data_dir; return the bootstrap address.
 
+    With ``scram_users`` (name -> password, must hold ``admin``, the super user) the broker is secured: SASL_SSL
+    with SCRAM-SHA-512 on the port, certificates under ``data_dir/tls``, ACLs enforced.
     Returns once the broker answers requests. Raises BrokerError with the
     script's output (which includes the broker log tail) on failure.
     """
     try:
-        proc = _run_script("start", port, data_dir, START_TIMEOUT_S)
+        proc = _run_script("start", port, data_dir, START_TIMEOUT_S, scram_users)
     except subprocess.TimeoutExpired as exc:
         stop_broker(port, data_dir, check=False)
         raise BrokerError(
@@ -107,14 +117,18 @@ def free_port(attempts: int = 200) -> int:
     raise RuntimeError("no two consecutive free ports found on 127.0.0.1")
 
 
-def create_topic(bootstrap: str, name: str, partitions: int, timeout_s: float = 30.0) -> None:
-    """Create a topic (replication factor 1) and wait until metadata shows every partition with a leader."""
+def create_topic(bootstrap: str, name: str, partitions: int, timeout_s: float = 30.0, **security) -> None:
+    """Create a topic (replication factor 1) and wait until metadata shows every partition with a leader.
+
+    ``security``: kafka-python settings (security_protocol, sasl_*, ssl_cafile) of a secured broker's admin user.
+    """
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="seqmon-tests-admin",
         request_timeout_ms=int(timeout_s * 1000),
+        **security,
     )
     try:
         admin.create_topics(

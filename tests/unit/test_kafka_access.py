@@ -1,0 +1,75 @@
+"""Kafka's refusals as one sentence: which setting to fix or which ACL right to grant (no broker needed)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from confluent_kafka import KafkaError
+from kafka import errors as kafka_errors
+
+from monitor import kafka_access
+from monitor.confluent_source import _access_error
+from monitor.errors import KafkaAccessError, MonitorError
+
+CONFIG = {
+    "security_protocol": "SASL_SSL",
+    "sasl_mechanism": "SCRAM-SHA-512",
+    "sasl_plain_username": "seqmon",
+    "sasl_plain_password": "hunter2-secret",
+    "ssl_cafile": "/etc/kafka/ca.pem",
+    "group_id": "monitors",
+}
+
+
+def test_the_messages_name_the_user_and_the_right_and_never_the_password():
+    errors = [
+        kafka_access.authentication_failed(CONFIG, "invalid credentials"),
+        kafka_access.tls_failed(CONFIG, "certificate verify failed: self-signed certificate"),
+        kafka_access.tls_failed(CONFIG, "wrong version number"),
+        kafka_access.read_not_authorized(CONFIG, ["orders"]),
+        kafka_access.group_not_authorized(CONFIG),
+        kafka_access.write_not_authorized(CONFIG, "seqmon-dead", "kafka.dead_letter_topic"),
+    ]
+    assert all(isinstance(e, KafkaAccessError) and isinstance(e, MonitorError) for e in errors)
+    texts = [str(e) for e in errors]
+    assert all("hunter2" not in t and "\n" not in t for t in texts)
+    assert texts[0].startswith("Kafka authentication of user 'seqmon' (SCRAM-SHA-512) failed")
+    assert "not trusted by kafka.ssl_cafile (/etc/kafka/ca.pem)" in texts[1]
+    assert "speaks kafka.security_protocol SASL_SSL" in texts[2]
+    assert "may not read topic 'orders'" in texts[3] and "READ right on the topic" in texts[3]
+    assert "consumer group 'monitors' (kafka.group_id)" in texts[4] and "READ right on the group" in texts[4]
+    assert "write to topic 'seqmon-dead' (kafka.dead_letter_topic)" in texts[5] and "WRITE right" in texts[5]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (KafkaError._AUTHENTICATION, "Kafka authentication of user 'seqmon'"),
+        (KafkaError._SSL, "TLS connection to Kafka failed"),
+        (KafkaError.GROUP_AUTHORIZATION_FAILED, "may not use consumer group 'monitors'"),
+        (KafkaError.TOPIC_AUTHORIZATION_FAILED, "may not read topic 'orders'"),
+    ],
+)
+def test_librdkafka_refusals_are_translated(code, expected):
+    error = _access_error(KafkaError(code, "refused"), CONFIG, "orders")
+    assert error is not None and expected in str(error)
+
+
+def test_other_librdkafka_errors_are_left_to_the_retries():
+    assert _access_error(KafkaError(KafkaError._TRANSPORT, "broker down"), CONFIG) is None
+
+
+def test_the_watch_catches_a_failed_login_from_the_client_log():
+    watch = kafka_access.FailureWatch(CONFIG, (kafka_errors.SaslAuthenticationFailedError,))
+    logger = logging.getLogger("kafka.test-watch")
+    logger.addHandler(watch)
+    try:
+        logger.warning("connection failed: %s", kafka_errors.KafkaConnectionError("socket disconnected"))
+        assert watch.failure is None and not watch.seen.is_set()
+        logger.warning("connection failed: %s", kafka_errors.SaslAuthenticationFailedError("invalid credentials"))
+    finally:
+        logger.removeHandler(watch)
+    assert watch.seen.is_set()
+    assert str(watch.failure).startswith("Kafka authentication of user 'seqmon' (SCRAM-SHA-512) failed")
+    assert "invalid credentials" in str(watch.failure)
