@@ -55,6 +55,17 @@ def tls_failed(config: dict, detail: str) -> KafkaAccessError:
     )
 
 
+def unreachable(config: dict, detail: str) -> KafkaAccessError:
+    servers = config.get("bootstrap_servers") or config.get("bootstrap.servers") or "?"
+    if not isinstance(servers, str):
+        servers = ",".join(servers)
+    protocol = config.get("security_protocol") or config.get("security.protocol") or "PLAINTEXT"
+    return KafkaAccessError(
+        f"cannot connect to Kafka at {servers} ({protocol}): no broker answered before the bootstrap timeout; check "
+        f"kafka.bootstrap_servers, that the brokers are up, and kafka.security_protocol ({detail.strip()})"
+    )
+
+
 def read_not_authorized(config: dict, topics: list[str]) -> KafkaAccessError:
     names = ", ".join(repr(t) for t in sorted(topics))
     return KafkaAccessError(
@@ -168,6 +179,9 @@ def built(factory, config: dict):
     if "error" in outcome:
         if watch.failure is not None:
             raise watch.failure from None
+        if isinstance(outcome["error"], kafka_errors.KafkaTimeoutError):
+            # Nothing refused the connection in time, so nothing more specific can be said; still one line, not a trace.
+            raise unreachable(config, _detail(outcome["error"])) from None
         raise outcome["error"]
     return outcome["client"]
 

@@ -73,3 +73,20 @@ def test_the_watch_catches_a_failed_login_from_the_client_log():
     assert watch.seen.is_set()
     assert str(watch.failure).startswith("Kafka authentication of user 'seqmon' (SCRAM-SHA-512) failed")
     assert "invalid credentials" in str(watch.failure)
+
+
+def test_a_bootstrap_timeout_is_one_line_naming_the_servers_and_never_the_password():
+    from kafka import errors
+
+    from monitor.kafka_access import built
+
+    class NoBrokerAnswers:  # what kafka-python's consumer does when no broker answers within bootstrap_timeout_ms
+        DEFAULT_CONFIG: dict = {}
+
+        def __init__(self, **config):
+            raise errors.KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:1']")
+
+    config = {"bootstrap_servers": ["127.0.0.1:1"], "security_protocol": "SASL_SSL", "sasl_plain_password": "s3cret"}
+    with pytest.raises(KafkaAccessError, match=r"cannot connect to Kafka at 127\.0\.0\.1:1 \(SASL_SSL\)") as refused:
+        built(NoBrokerAnswers, config)
+    assert "\n" not in str(refused.value) and "s3cret" not in str(refused.value)
