@@ -106,7 +106,12 @@ def test_config_is_translated():
         "sasl.username": "u", "sasl.password": "p", "ssl.ca.location": "/ca.pem",
         "ssl.certificate.location": "/c.pem", "ssl.key.location": "/k.pem",
         "enable.auto.commit": False, "enable.auto.offset.store": False,
+        # The prefetch queue: max_poll_records per partition within 16 MiB, not librdkafka's 100,000 and 64 MiB.
+        "queued.min.messages": 10, "queued.max.messages.kbytes": 16 * 1024,
     }
+    # Given explicitly, they stay as given.
+    given = translate_config({"group_id": "g", "queued.min.messages": 5, "queued.max.messages.kbytes": 1024})
+    assert given["queued.min.messages"] == 5 and given["queued.max.messages.kbytes"] == 1024
     with pytest.raises(ConfigError, match="enable_auto_commit"):
         translate_config({"group_id": "g", "enable_auto_commit": True})
     with pytest.raises(ConfigError, match="no_such_setting"):
