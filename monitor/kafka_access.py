@@ -105,10 +105,15 @@ class FailureWatch(logging.Handler):
         self._authentication_errors = authentication_errors
         self.failure: KafkaAccessError | None = None
         self.seen = threading.Event()
+        # Connections the brokers closed after TLS was up: with SASL, what a refused login looks like when the
+        # client reads the close before the broker's error response (kafka-python 3 does, now and then).
+        self.closed_after_connect = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.failure is not None:
             return
+        if str(record.msg).endswith("socket disconnected") and record.name.startswith("kafka.net.transport"):
+            self.closed_after_connect += 1
         args = record.args if isinstance(record.args, tuple) else ()
         for arg in args:
             if not isinstance(arg, BaseException):
@@ -179,6 +184,12 @@ def built(factory, config: dict):
     if "error" in outcome:
         if watch.failure is not None:
             raise watch.failure from None
+        sasl = str(config.get("security_protocol", "")).startswith("SASL")
+        if isinstance(outcome["error"], kafka_errors.KafkaTimeoutError) and sasl and watch.closed_after_connect:
+            raise authentication_failed(config, (
+                f"the brokers closed all {watch.closed_after_connect} connections during the login, and answered "
+                "nothing else before the bootstrap timeout"
+            )) from None
         if isinstance(outcome["error"], kafka_errors.KafkaTimeoutError):
             # Nothing refused the connection in time, so nothing more specific can be said; still one line, not a trace.
             raise unreachable(config, _detail(outcome["error"])) from None

@@ -90,3 +90,25 @@ def test_a_bootstrap_timeout_is_one_line_naming_the_servers_and_never_the_passwo
     with pytest.raises(KafkaAccessError, match=r"cannot connect to Kafka at 127\.0\.0\.1:1 \(SASL_SSL\)") as refused:
         built(NoBrokerAnswers, config)
     assert "\n" not in str(refused.value) and "s3cret" not in str(refused.value)
+
+
+def test_connections_closed_during_a_sasl_login_are_a_failed_login():
+    """kafka-python 3 may read the broker's close before its error response, every time until the bootstrap timeout."""
+    from kafka import errors
+
+    from monitor.kafka_access import built
+
+    class ClosedAtLogin:
+        DEFAULT_CONFIG: dict = {}
+
+        def __init__(self, **config):
+            for _ in range(3):
+                logging.getLogger("kafka.net.transport").error("%s: socket disconnected", "<KafkaSSLTransport>")
+            raise errors.KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:1']")
+
+    config = {**CONFIG, "bootstrap_servers": ["127.0.0.1:1"]}
+    with pytest.raises(KafkaAccessError, match=r"authentication of user 'seqmon' \(SCRAM-SHA-512\) failed.*closed all 3"):
+        built(ClosedAtLogin, config)
+    # Without SASL the same closes say nothing about a login.
+    with pytest.raises(KafkaAccessError, match="cannot connect to Kafka"):
+        built(ClosedAtLogin, {**config, "security_protocol": "SSL"})
