@@ -9,6 +9,7 @@ merged only from written states, published, and then marked as published.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,6 +73,8 @@ class FleetWindows:
         self._assess = assess
         #: Records dropped from partials beyond what a publication took, counted late (a metric for the daemon).
         self.late_after_publication = 0
+        #: The same, by topic.
+        self.late_after_publication_by_topic: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ the consumer group
     def on_assign(self, partitions: Iterable[tuple[str, int]], now_ms: int | None = None) -> dict[tuple[str, int], int]:
@@ -152,7 +155,7 @@ class FleetWindows:
                     self._sink.flush()  # published before marked: a crash in between publishes the same again
                 published.extend(decision.closed)
                 self.changelog.write_marker(marker)
-                self.late_after_publication += self.windows.apply_marker(marker)
+                self._late_after_publication(topic, self.windows.apply_marker(marker))
         published.sort(key=lambda w: (w.start_ms, w.topic))
         return published
 
@@ -160,7 +163,10 @@ class FleetWindows:
         for topic in topics:
             marker = self.changelog.marker(topic)
             if marker is not None:
-                extra = self.windows.apply_marker(marker)
-                if extra:
-                    log.warning("%d record(s) of %s arrived for windows already published: counted late", extra, topic)
-                self.late_after_publication += extra
+                self._late_after_publication(topic, self.windows.apply_marker(marker))
+
+    def _late_after_publication(self, topic: str, extra: int) -> None:
+        if extra:
+            log.warning("%d record(s) of %s arrived for windows already published: counted late", extra, topic)
+            self.late_after_publication += extra
+            self.late_after_publication_by_topic[topic] += extra
