@@ -303,6 +303,17 @@ class Changelog:
         topic given more partitions holds back its windows until the new ones have a state); [] if unknown."""
         return sorted(self._consumer_client().partitions_for_topic(topic) or ())
 
+    def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The end offset (next offset to be written) of these partitions of ``topic``, asked of the cluster now."""
+        wanted = [TopicPartition(topic, int(p)) for p in partitions]
+        if not wanted:
+            return {}
+        try:
+            ends = self._consumer_client().end_offsets(wanted)
+        except KafkaError as exc:
+            raise ChangelogError(f"end offsets of {topic} could not be read: {exc}") from exc
+        return {tp.partition: int(end) for tp, end in ends.items()}
+
     def topics(self) -> list[str]:
         """Topics with any record in the changelog, sorted."""
         return sorted({parse_key(key)[0] for key in self._latest})

@@ -166,6 +166,7 @@ class Daemon:
         self.fleet = FleetWindows(
             PartitionWindows(self.window_settings), changelog, changelog.partitions_of, sink=self.sink,
             results_topic=self.settings.kafka.results_topic or None, assess=self._assess,
+            end_offsets=changelog.end_offsets,
         )
         if (self.state_dir / CHECKPOINT_NAME).exists():
             log.info("fleet mode: the checkpoint in %s is not used; window state is in changelog %s",

@@ -19,7 +19,8 @@ from monitor.changelog import Changelog
 from monitor.checkpoint import read_checkpoint
 from monitor.config import load_settings
 from monitor.errors import ConfigError
-from monitor.partials import decode_record, parse_key
+from monitor.fleet import FleetWindows
+from monitor.partials import PartitionWindows, decode_record, parse_key
 from monitor.pipeline import RecordBatch
 from monitor.run import Daemon, Every
 from monitor.score import DenseLayer
@@ -307,6 +308,10 @@ class MemoryChangelog(Changelog):
     def partitions_of(self, topic: str) -> list[int]:
         return list(range(self._partitions))
 
+    def end_offsets(self, topic: str, partitions) -> dict[int, int]:
+        """Unknown here (each test's source knows its own): idle states are taken at their word."""
+        return {}
+
     def close(self) -> None:
         pass
 
@@ -516,6 +521,27 @@ def test_a_lost_partition_writes_nothing_and_a_revoked_one_writes_its_state(bund
     m.step(write=False)  # revoked: its state is written and its offset committed
     assert [k for k, _ in log[written:]] == ["t/1"] and m.source.commits == {("t", 1): 3}
     assert m.daemon.fleet.windows.owned() == []
+
+
+def test_a_state_written_idle_before_records_arrived_holds_its_topic_back():
+    """The closer checks an idle state against its partition's end offset: a lag of 0 turns stale as soon as a
+    producer writes, and an owner that died after reading has left its last state idle."""
+    settings = WindowSettings(size_ms=WINDOW_S * 1000, allowed_lateness_ms=0)
+    log: list = []
+    ends = {0: 10, 1: 5}
+    fleet = FleetWindows(PartitionWindows(settings), MemoryChangelog(log, "b", settings, partitions=2),
+                         lambda topic: [0, 1], end_offsets=lambda topic, partitions: dict(ends))
+    t = T0 * 1000
+    fleet.on_assign([("t", 0), ("t", 1)], now_ms=t)
+    for p, n, until_s in ((0, 10, 3 * WINDOW_S), (1, 5, 10)):
+        fleet.add(np.full(n, "t", dtype=object), t + np.linspace(0, until_s * 1000, n).astype(np.int64),
+                  np.full(n, 0.1), None, np.full(n, 50.0), np.zeros(n, bool), np.full(n, p), np.arange(n))
+    fleet.report_lags({("t", 0): 0, ("t", 1): 0})
+    fleet.commit(now_ms=t)
+    ends[1] = 7  # two records more on partition 1, not delivered yet: it is not idle, whatever its state says
+    assert fleet.close() == []
+    ends[1] = 5
+    assert [w.start_ms for w in fleet.close()] == [t + m * WINDOW_S * 1000 for m in range(3)]
 
 
 def test_a_fleet_refuses_to_reload_another_bundle(tmp_path):
