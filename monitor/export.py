@@ -571,6 +571,20 @@ class Metrics:
         self.windows_weight_total.labels(topic).inc(aggregate.weight)
         self.windows_weighted_error_total.labels(topic).inc(aggregate.weighted_error)
 
+    def forget_window(self, topic: str) -> None:
+        """Drop the last-closed-window gauges of ``topic`` (fleet mode: another daemon closes its windows now, and a
+        stale copy here would page a second time for the same window)."""
+        for name, gauge in vars(self).items():
+            if not (name.startswith("window_") and isinstance(gauge, Gauge)):
+                continue
+            for family in gauge.collect():
+                for sample in family.samples:
+                    if sample.labels.get("topic") == topic:
+                        try:  # a sample's labels are in the gauge's label order
+                            gauge.remove(*sample.labels.values())
+                        except KeyError:
+                            pass
+
     def set_deviation_thresholds(self, settings: DeviationSettings) -> None:
         """Publish the thresholds the decision uses, so dashboards draw the very lines the code applies."""
         for severity in ("page", "ticket"):

@@ -43,6 +43,7 @@ from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoin
 from monitor.decode import REASONS, decode_json, decode_plain
 from monitor.errors import BundleError
 from monitor.offsets import Offsets, key, next_offsets, unkey
+from monitor.partials import CLOSING_PARTITION
 from monitor.pipeline import BatchResult, Pipeline, RecordBatch
 from monitor.window import ClosedWindow, Windower
 
@@ -403,6 +404,7 @@ class Daemon:
             if offsets:
                 self.source.commit(offsets)
             self._fleet_metrics()
+            self._stop_closing(partitions)
             for topic, partition in partitions:
                 self.metrics.remove_lag(topic, partition)
             return
@@ -410,6 +412,12 @@ class Daemon:
         self.pipeline.windower.revoke(partitions)  # their watermarks leave with them
         for topic, partition in partitions:
             self.metrics.remove_lag(topic, partition)
+
+    def _stop_closing(self, partitions: list[tuple[str, int]]) -> None:
+        """Topics whose partition 0 left: their windows are closed and reported by its new owner from now on."""
+        for topic, partition in partitions:
+            if partition == CLOSING_PARTITION:
+                self.metrics.forget_window(topic)
 
     def _on_lost(self, partitions: list[tuple[str, int]]) -> None:
         """Partitions taken by an eviction: another member may own them already, so in fleet mode nothing is
@@ -419,6 +427,7 @@ class Daemon:
             return
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
         self.fleet.on_lost(partitions)
+        self._stop_closing(partitions)
         for topic, partition in partitions:
             self.metrics.remove_lag(topic, partition)
         log.warning("lost %s to an eviction: their unwritten work will be read again by their new owner",

@@ -452,6 +452,11 @@ def test_three_daemons_with_a_kill_and_a_join_publish_what_one_publishes(bundle_
     total = len(stamps)
     consumed = [m.daemon.registry.get_sample_value("seqmon_records_consumed_total", {"topic": "t"}) for m in members]
     assert sum(consumed) > total and min(consumed) > 0  # the killed daemon's unwritten reads were read again
+    a, c = members[0].daemon.registry, members[-1].daemon.registry
+    assert a.get_sample_value("seqmon_windows_closed_total", {"topic": "t"}) > 0  # a closed some before p0 moved,
+    assert a.get_sample_value("seqmon_window_records", {"topic": "t"}) is None  # and reports no stale window since
+    assert a.get_sample_value("seqmon_window_error_quantile", {"topic": "t", "quantile": "0.5"}) is None
+    assert c.get_sample_value("seqmon_window_records", {"topic": "t"}) == one[max(one)]["count"]
     assert sum(f["count"] for f in one.values()) + one_late <= total
     for key in one:
         a, b = one[key], three[key]
