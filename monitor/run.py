@@ -41,10 +41,11 @@ from monitor.baseline import Baseline
 from monitor.bundle import load_bundle
 from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from monitor.decode import REASONS, decode_json, decode_plain
-from monitor.errors import BundleError
+from monitor.errors import BundleError, ConfigError
 from monitor.offsets import Offsets, key, next_offsets, unkey
 from monitor.partials import CLOSING_PARTITION
 from monitor.pipeline import BatchResult, Pipeline, RecordBatch
+from monitor.source import FileSource
 from monitor.window import ClosedWindow, Windower
 
 log = logging.getLogger("seqmon")
@@ -135,13 +136,25 @@ class Daemon:
         given)."""
         from monitor.export import serve  # noqa: PLC0415
 
+        fleet_mode = bool(self.settings.state.changelog_topic)
+        if fleet_mode and changelog is None and isinstance(source, FileSource):
+            raise ConfigError(
+                "state.changelog_topic (fleet mode) is for the consumer group of seqmon run; a replay of a file keeps "
+                "its windows in state.directory: unset state.changelog_topic"
+            )
         if serve_metrics:
             self._server = serve(self.registry, self.settings.metrics.host, self.settings.metrics.port)
         if source is None:
             source, sink = open_kafka(self.settings.kafka)
         self.source, self.sink = source, sink
-        if self.settings.state.changelog_topic:
-            self._start_fleet(changelog)
+        if fleet_mode:
+            try:
+                self._start_fleet(changelog)
+            except BaseException:
+                self.source.close()  # nothing assigned yet: nothing to write
+                self.source = None
+                self._close_outputs()
+                raise
         # A source with fixed partitions assigns them now.
         self.source.listen(self._on_assign, self._on_revoke, self._on_lost)
         now = self.clock()
@@ -265,6 +278,10 @@ class Daemon:
             finally:
                 self.source.close()
                 self.source = None
+        self._close_outputs()
+        log.info("seqmon stopped")
+
+    def _close_outputs(self) -> None:
         if self.changelog is not None:
             self.changelog.close()
         if self.sink is not None:
@@ -277,7 +294,6 @@ class Daemon:
             server.server_close()
             thread.join(timeout=5)
             self._server = None
-        log.info("seqmon stopped")
 
     # --- one batch -------------------------------------------------------------------------------------------------
 

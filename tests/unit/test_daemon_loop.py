@@ -568,3 +568,13 @@ def test_a_fleet_refuses_to_reload_another_bundle(tmp_path):
 def test_fleet_settings_are_checked_at_start(bundle_dir, tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         fleet_settings(bundle_dir, tmp_path, **extra)
+
+
+def test_a_replay_of_a_file_is_not_run_in_fleet_mode(bundle_dir, tmp_path):
+    from monitor.source import FileSource
+
+    stream = tmp_path / "stream.csv"
+    stream.write_text(f"timestamp_ms,sequence\n{T0 * 1000},DF 36\n")
+    daemon = Daemon(fleet_settings(bundle_dir, tmp_path), registry=CollectorRegistry(), clock=Clock(T0))
+    with pytest.raises(ConfigError, match="state.changelog_topic .fleet mode. is for the consumer group of seqmon run"):
+        daemon.start(source=FileSource(stream, topic="t"), serve_metrics=False)
