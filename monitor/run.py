@@ -41,7 +41,7 @@ from monitor.baseline import Baseline
 from monitor.bundle import load_bundle
 from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from monitor.decode import REASONS, decode_json, decode_plain
-from monitor.errors import BundleError, ConfigError
+from monitor.errors import BundleError, ConfigError, MonitorError
 from monitor.offsets import Offsets, key, next_offsets, unkey
 from monitor.partials import CLOSING_PARTITION
 from monitor.pipeline import BatchResult, Pipeline, RecordBatch
@@ -126,6 +126,9 @@ class Daemon:
         self.partitions: list[tuple[str, int]] = []  # assigned by the group, as (topic, partition)
         self.sink = None
         self._server = None
+        #: An error raised inside a rebalance callback (where the consumer client would wrap it in its own), raised
+        #: again by :meth:`step` before anything else is read or written.
+        self._fatal: MonitorError | None = None
 
     # --- life cycle ------------------------------------------------------------------------------------------------
 
@@ -209,12 +212,16 @@ class Daemon:
         try:
             while not self._stop.is_set() and self.step():
                 pass
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             self.shutdown()
 
     def step(self) -> bool:
         """One poll, its batch, and what is due after it; False once a finite source is read to its end."""
         batch = self.source.poll(self.settings.batch.max_latency_ms, self.settings.batch.max_records)
+        if self._fatal is not None:
+            raise self._fatal
         if batch is not None:
             self.process(batch)
         elif self.source.finished:
@@ -274,7 +281,8 @@ class Daemon:
     def shutdown(self) -> None:
         if self.source is not None:
             try:
-                self.checkpoint()
+                if self._fatal is None:  # after a refused state, write nothing that could overwrite it
+                    self.checkpoint()
             finally:
                 self.source.close()
                 self.source = None
@@ -414,6 +422,8 @@ class Daemon:
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
         if self.fleet is not None:
+            if self._fatal is not None:
+                return
             if self.sink is not None:
                 self.sink.flush()
             offsets = self.fleet.on_revoke(partitions, now_ms=int(self.clock() * 1000))
@@ -451,7 +461,13 @@ class Daemon:
 
     def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
         if self.fleet is not None:
-            seek = self.fleet.on_assign(partitions, now_ms=int(self.clock() * 1000))
+            try:
+                seek = self.fleet.on_assign(partitions, now_ms=int(self.clock() * 1000))
+            except MonitorError as exc:  # a state of another bundle, version or geometry; the changelog unreadable
+                log.error("cannot take over %s: %s", ", ".join(key(t, p) for t, p in partitions), exc)
+                self._fatal = exc
+                self._stop.set()
+                return
             self._fleet_metrics()
         else:
             seek = self.offsets.resume(partitions, self.source.committed(partitions) if partitions else {})

@@ -18,9 +18,9 @@ from monitor.bundle import load_bundle, save_bundle
 from monitor.changelog import Changelog
 from monitor.checkpoint import read_checkpoint
 from monitor.config import load_settings
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, StateError
 from monitor.fleet import FleetWindows
-from monitor.partials import PartitionWindows, decode_record, parse_key
+from monitor.partials import PartitionState, PartitionWindows, decode_record, parse_key
 from monitor.pipeline import RecordBatch
 from monitor.run import Daemon, Every
 from monitor.score import DenseLayer
@@ -578,3 +578,14 @@ def test_a_replay_of_a_file_is_not_run_in_fleet_mode(bundle_dir, tmp_path):
     daemon = Daemon(fleet_settings(bundle_dir, tmp_path), registry=CollectorRegistry(), clock=Clock(T0))
     with pytest.raises(ConfigError, match="state.changelog_topic .fleet mode. is for the consumer group of seqmon run"):
         daemon.start(source=FileSource(stream, topic="t"), serve_metrics=False)
+
+
+def test_a_partition_state_of_another_bundle_stops_the_daemon_and_nothing_is_written(bundle_dir, tmp_path):
+    settings = fleet_settings(bundle_dir, tmp_path)
+    log: list = []
+    other = MemoryChangelog(log, "sha256:0ther", settings.window.window_settings())
+    other.write_states([PartitionState("t", 0, next_offset=3)])
+    m = Member(settings, log, [batch(sequences(5, 1), np.full(5, T0 + 1.0))], [("t", 0)])
+    with pytest.raises(StateError, match="key t/0 was written by bundle 'sha256:0ther', this daemon scores with"):
+        m.daemon.run()
+    assert len(log) == 1 and m.source.commits == {} and m.source.closed
