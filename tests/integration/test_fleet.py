@@ -80,8 +80,8 @@ def produce(bootstrap: str, topic: str, records) -> None:
 class Run:
     """One reading of the stream: a consumer group, its changelog, results and dead-letter topics, its daemons."""
 
-    def __init__(self, bootstrap, bundle_path, topic, tmp_path, what):
-        self.bootstrap, self.bundle_path, self.topic = bootstrap, bundle_path, topic
+    def __init__(self, bootstrap, bundle_path, topic, tmp_path, what, client="kafka-python"):
+        self.bootstrap, self.bundle_path, self.topic, self.client = bootstrap, bundle_path, topic, client
         self.group, self.changelog, self.results, self.dlq = (_name(f"{what}-{k}") for k in ("group", "log", "res", "dlq"))
         for name in (self.results, self.dlq):
             create_topic(bootstrap, name, 1)
@@ -90,7 +90,8 @@ class Run:
 
     def settings(self) -> list[str]:
         return [
-            f"kafka.bootstrap_servers={self.bootstrap}", f"kafka.topics={self.topic}", f"kafka.group_id={self.group}",
+            f"kafka.client={self.client}", f"kafka.bootstrap_servers={self.bootstrap}", f"kafka.topics={self.topic}",
+            f"kafka.group_id={self.group}",
             "kafka.session_timeout_ms=6000", "kafka.heartbeat_interval_ms=1000",
             f"kafka.results_topic={self.results}", f"kafka.dead_letter_topic={self.dlq}",
             f"state.changelog_topic={self.changelog}", "state.checkpoint_interval_seconds=1",
@@ -200,8 +201,9 @@ class Run:
         return sum(s.late_records for s in states.values())
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_a_fleet_with_a_kill_a_restart_and_a_join_publishes_what_one_daemon_publishes(
-        kafka_bootstrap, bundle_path, tmp_path):
+        kafka_bootstrap, bundle_path, tmp_path, client):
     topic = _name("stream")
     create_topic(kafka_bootstrap, topic, PARTITIONS)
     t0 = int(time.time() * 1000) // H * H - 7 * H  # recent hours: the broker keeps them; the last one closes too
@@ -211,7 +213,7 @@ def test_a_fleet_with_a_kill_a_restart_and_a_join_publishes_what_one_daemon_publ
     total = sum(SIZES) + PARTITIONS
     hours = 6
 
-    fleet = Run(kafka_bootstrap, bundle_path, topic, tmp_path, "fleet")
+    fleet = Run(kafka_bootstrap, bundle_path, topic, tmp_path, "fleet", client)
     try:
         produce(kafka_bootstrap, topic, parts[0])
         fleet.start("d1")
@@ -237,7 +239,7 @@ def test_a_fleet_with_a_kill_a_restart_and_a_join_publishes_what_one_daemon_publ
         for name in list(fleet.daemons):
             fleet.kill(name)
 
-    one = Run(kafka_bootstrap, bundle_path, topic, tmp_path, "one")
+    one = Run(kafka_bootstrap, bundle_path, topic, tmp_path, "one", client)
     try:
         one.start("a")
         one.wait("every hour published", lambda: len({k for k, _ in one.published()}) >= hours, timeout=120)
