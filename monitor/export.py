@@ -311,6 +311,9 @@ _BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
 
+#: Attributes of :class:`Metrics` that time the last closed window (kept by :meth:`Metrics.forget_window`).
+_WINDOW_TIMES = frozenset({"window_start", "window_end", "window_closed_at"})
+
 
 def json_safe(value: Any) -> Any:
     """``value`` made JSON-safe for what seqmon writes out (results, JSON log lines): NaN and ±inf as None, NumPy
@@ -572,10 +575,12 @@ class Metrics:
         self.windows_weighted_error_total.labels(topic).inc(aggregate.weighted_error)
 
     def forget_window(self, topic: str) -> None:
-        """Drop the last-closed-window gauges of ``topic`` (fleet mode: another daemon closes its windows now, and a
-        stale copy here would page a second time for the same window)."""
+        """Drop the last-closed-window figures of ``topic`` (fleet mode: another daemon closes its windows now, and a
+        stale copy here would page a second time for the same window).  The window's times stay: the newest over
+        the fleet is what says a topic's windows stopped closing (``SeqmonNoClosedWindow``), even if the new closer
+        never publishes."""
         for name, gauge in vars(self).items():
-            if not (name.startswith("window_") and isinstance(gauge, Gauge)):
+            if not (name.startswith("window_") and isinstance(gauge, Gauge)) or name in _WINDOW_TIMES:
                 continue
             for family in gauge.collect():
                 for sample in family.samples:

@@ -456,6 +456,8 @@ def test_three_daemons_with_a_kill_and_a_join_publish_what_one_publishes(bundle_
     assert a.get_sample_value("seqmon_windows_closed_total", {"topic": "t"}) > 0  # a closed some before p0 moved,
     assert a.get_sample_value("seqmon_window_records", {"topic": "t"}) is None  # and reports no stale window since
     assert a.get_sample_value("seqmon_window_error_quantile", {"topic": "t", "quantile": "0.5"}) is None
+    assert a.get_sample_value("seqmon_window_severity", {"topic": "t"}) is None
+    assert a.get_sample_value("seqmon_window_closed_timestamp_seconds", {"topic": "t"}) > 0  # for SeqmonNoClosedWindow
     assert c.get_sample_value("seqmon_window_records", {"topic": "t"}) == one[max(one)]["count"]
     assert sum(f["count"] for f in one.values()) + one_late <= total
     for key in one:
