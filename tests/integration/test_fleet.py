@@ -273,3 +273,22 @@ def test_a_fleet_with_a_kill_a_restart_and_a_join_publishes_what_one_daemon_publ
                 assert x[name] == pytest.approx(y[name], abs=0.5), (key, name)
         for name in ("decision", "compared_with", "statistic", "baseline_windows"):
             assert x[name] == y[name], (key, name)
+
+
+def test_a_changelog_topic_that_deletes_old_records_stops_seqmon_run_with_one_line(kafka_bootstrap, bundle_path,
+                                                                                    tmp_path):
+    topic, plain = _name("stream"), _name("plain")
+    create_topic(kafka_bootstrap, topic, 1)
+    create_topic(kafka_bootstrap, plain, 1)  # cleanup.policy=delete: the state of quiet partitions would age out
+    run = Run(kafka_bootstrap, bundle_path, topic, tmp_path, "refused")
+    settings = [s for s in run.settings() if not s.startswith("state.changelog_topic=")]
+    args = [sys.executable, "-m", "monitor.cli", "run", "--set", f"metrics.port={free_port()}",
+            "--set", f"state.changelog_topic={plain}"]
+    for setting in settings:
+        args += ["--set", setting]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEQMON_")}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == (f"seqmon: error: changelog topic {plain} has cleanup.policy=delete: window state needs a "
+                    "compacted topic (cleanup.policy=compact); set it, or name a new topic"), done.stderr[-2000:]
