@@ -130,6 +130,9 @@ class Changelog:
         self._consumer: KafkaConsumer | None = None
         self._latest: dict[str, bytes] = {}
         self._decoded: dict[str, PartitionState | TopicMarker] = {}
+        #: Records and bytes (compressed values) written and acknowledged, since this object was made.
+        self.records_written = 0
+        self.bytes_written = 0
 
     # ------------------------------------------------------------------ topic
     def ensure_topic(self, partitions: int = 1, replication_factor: int = 1, timeout_s: float = 30.0) -> bool:
@@ -192,9 +195,14 @@ class Changelog:
             except KafkaError as exc:
                 raise ChangelogError(f"window state {key} was not acknowledged by changelog {self.topic}: {exc}") \
                     from exc
+        self._written(records)
+
+    def _written(self, records: list[tuple[str, bytes]]) -> None:
         for key, value in records:  # what this daemon wrote is the latest, unless someone writes after it
             self._latest[key] = value
             self._decoded.pop(key, None)
+        self.records_written += len(records)
+        self.bytes_written += sum(len(value) for _, value in records)
 
     def write_states(self, states: Iterable[PartitionState], timeout_s: float = 30.0) -> None:
         """Write partition states and return once every one is acknowledged (then commit the group's offsets);
@@ -289,6 +297,22 @@ class Changelog:
         if marker is not None and not isinstance(marker, TopicMarker):
             raise StateError(f"changelog {self.topic}, key {key} holds a {type(marker).__name__}, not a marker")
         return marker
+
+    def partitions_of(self, topic: str) -> list[int]:
+        """Every partition of ``topic`` from the cluster's metadata (refreshed by the client every few minutes, so a
+        topic given more partitions holds back its windows until the new ones have a state); [] if unknown."""
+        return sorted(self._consumer_client().partitions_for_topic(topic) or ())
+
+    def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The end offset (next offset to be written) of these partitions of ``topic``, asked of the cluster now."""
+        wanted = [TopicPartition(topic, int(p)) for p in partitions]
+        if not wanted:
+            return {}
+        try:
+            ends = self._consumer_client().end_offsets(wanted)
+        except KafkaError as exc:
+            raise ChangelogError(f"end offsets of {topic} could not be read: {exc}") from exc
+        return {tp.partition: int(end) for tp, end in ends.items()}
 
     def topics(self) -> list[str]:
         """Topics with any record in the changelog, sorted."""

@@ -529,17 +529,34 @@ class StateSettings(_Section):
     directory : str
         Directory of the checkpoints, created if missing.
     checkpoint_interval_seconds : int
-        Period between checkpoints, s: at most this much work is redone after a crash.
+        Period between checkpoints, s: at most this much work is redone after a crash.  With a changelog topic:
+        period between writes of the partitions' window states to it, after which windows due are published.
+    changelog_topic : str
+        Compacted Kafka topic holding each partition's window state (fleet mode: the windows of several daemons in
+        one consumer group are fleet-wide, and ``directory`` is not used); ``""`` = off, the windows are this
+        daemon's own, checkpointed in ``directory``.  One topic per consumer group; created if missing.
+    changelog_replication_factor : int
+        Replication factor the changelog topic is created with (an existing topic keeps its own).
     """
 
     SECTION: ClassVar[str] = "state"
 
     directory: str = "state"
     checkpoint_interval_seconds: int = 60
+    changelog_topic: str = ""
+    changelog_replication_factor: int = 1
 
     def __post_init__(self) -> None:
         self._str("directory", nonempty=True)
         self._int("checkpoint_interval_seconds", 1)
+        self._str("changelog_topic")
+        if self.changelog_topic and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", self.changelog_topic):
+            raise _error(
+                f"state.changelog_topic must be a Kafka topic name (letters, digits, '.', '_', '-'), "
+                f"got {self.changelog_topic!r}",
+                "state.changelog_topic",
+            )
+        self._int("changelog_replication_factor", 1)
 
 
 @dataclass(frozen=True)
@@ -669,6 +686,15 @@ class Settings:
         for name, cls in SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"Settings.{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        changelog = self.state.changelog_topic
+        if changelog:
+            # The changelog's records are window state, not sequences or results: sharing a topic corrupts both.
+            if self.kafka.consumes(changelog):
+                raise _error(f"state.changelog_topic {changelog!r} is also a consumed topic", "state.changelog_topic")
+            for name in ("results_topic", "dead_letter_topic"):
+                if getattr(self.kafka, name) == changelog:
+                    raise _error(f"state.changelog_topic and kafka.{name} are both {changelog!r}",
+                                 "state.changelog_topic", f"kafka.{name}")
 
     def to_dict(self, redact: bool = True) -> dict[str, dict[str, Any]]:
         """``{section: {key: value}}`` with plain values (the shape of the TOML file); secrets ``***`` if ``redact``."""

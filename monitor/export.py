@@ -73,6 +73,20 @@ METRICS_DOC: tuple[MetricDoc, ...] = (
         "Scored records whose event-time window had already closed; they count in no window.",
     ),
     MetricDoc(
+        "seqmon_records_late_after_publication_total",
+        "counter",
+        _T,
+        "Fleet mode: records that entered a partition's partial window after the fleet had published that window "
+        "(a partition judged idle that delivered again); also counted in seqmon_records_late_total.",
+    ),
+    MetricDoc(
+        "seqmon_records_covered_total",
+        "counter",
+        _T,
+        "Fleet mode: records read again that their partition's window state already covers (skipped, never counted "
+        "twice).",
+    ),
+    MetricDoc(
         "seqmon_anomalies_total",
         "counter",
         _T,
@@ -260,7 +274,25 @@ METRICS_DOC: tuple[MetricDoc, ...] = (
         "Wall-clock time the current model bundle was loaded, Unix seconds.",
     ),
     MetricDoc("seqmon_bundle_reloads_total", "counter", ("result",), "Model bundle reload attempts, by result."),
-    MetricDoc("seqmon_checkpoints_total", "counter", (), "State checkpoints written."),
+    MetricDoc(
+        "seqmon_checkpoints_total",
+        "counter",
+        (),
+        "State checkpoints written (fleet mode: writes of the partitions' window states to the changelog).",
+    ),
+    MetricDoc(
+        "seqmon_changelog_records_written_total",
+        "counter",
+        (),
+        "Fleet mode: window state records (partition states and published-through markers) acknowledged by the "
+        "changelog topic.",
+    ),
+    MetricDoc(
+        "seqmon_changelog_bytes_written_total",
+        "counter",
+        (),
+        "Fleet mode: bytes of window state (compressed record values) acknowledged by the changelog topic.",
+    ),
     MetricDoc(
         "seqmon_last_checkpoint_timestamp_seconds",
         "gauge",
@@ -278,6 +310,9 @@ ERROR_BUCKETS: tuple[float, ...] = tuple(float(f"{10 ** (k / 2):.3g}") for k in 
 _BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 _QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99"))
+
+#: Attributes of :class:`Metrics` that time the last closed window (kept by :meth:`Metrics.forget_window`).
+_WINDOW_TIMES = frozenset({"window_start", "window_end", "window_closed_at"})
 
 
 def json_safe(value: Any) -> Any:
@@ -378,6 +413,8 @@ class Metrics:
         self.records_scored = c("seqmon_records_scored_total")
         self.records_invalid = c("seqmon_records_invalid_total")
         self.records_late = c("seqmon_records_late_total")
+        self.records_late_after_publication = c("seqmon_records_late_after_publication_total")
+        self.records_covered = c("seqmon_records_covered_total")
         self.anomalies = c("seqmon_anomalies_total")
         self.record_error = _BatchHistogram(_DOCS["seqmon_record_error"], ERROR_BUCKETS)
         registry.register(self.record_error)
@@ -423,6 +460,8 @@ class Metrics:
             self.bundle_reloads.labels(result)
         self.checkpoints = c("seqmon_checkpoints_total")
         self.last_checkpoint = g("seqmon_last_checkpoint_timestamp_seconds")
+        self.changelog_records = c("seqmon_changelog_records_written_total")
+        self.changelog_bytes = c("seqmon_changelog_bytes_written_total")
 
         if process_metrics:
             ProcessCollector(registry=registry)
@@ -535,6 +574,22 @@ class Metrics:
         self.windows_weight_total.labels(topic).inc(aggregate.weight)
         self.windows_weighted_error_total.labels(topic).inc(aggregate.weighted_error)
 
+    def forget_window(self, topic: str) -> None:
+        """Drop the last-closed-window figures of ``topic`` (fleet mode: another daemon closes its windows now, and a
+        stale copy here would page a second time for the same window).  The window's times stay: the newest over
+        the fleet is what says a topic's windows stopped closing (``SeqmonNoClosedWindow``), even if the new closer
+        never publishes."""
+        for name, gauge in vars(self).items():
+            if not (name.startswith("window_") and isinstance(gauge, Gauge)) or name in _WINDOW_TIMES:
+                continue
+            for family in gauge.collect():
+                for sample in family.samples:
+                    if sample.labels.get("topic") == topic:
+                        try:  # a sample's labels are in the gauge's label order
+                            gauge.remove(*sample.labels.values())
+                        except KeyError:
+                            pass
+
     def set_deviation_thresholds(self, settings: DeviationSettings) -> None:
         """Publish the thresholds the decision uses, so dashboards draw the very lines the code applies."""
         for severity in ("page", "ticket"):
@@ -574,6 +629,20 @@ class Metrics:
             self.bundle_load_time.set_to_current_time()
         else:
             self.bundle_load_time.set(loaded_at_s)
+
+    def record_covered(self, topic: str, records: int) -> None:
+        """Count records skipped because their partition's window state already covers them (fleet mode)."""
+        self.records_covered.labels(topic).inc(records)
+
+    def record_late_after_publication(self, topic: str, records: int) -> None:
+        """Count records dropped from partials of windows the fleet already published; they are late too."""
+        self.records_late_after_publication.labels(topic).inc(records)
+        self.records_late.labels(topic).inc(records)
+
+    def record_changelog(self, records: int, size_bytes: int) -> None:
+        """Count window state records and their bytes newly acknowledged by the changelog."""
+        self.changelog_records.inc(records)
+        self.changelog_bytes.inc(size_bytes)
 
     def record_reload(self, success: bool) -> None:
         """Count one bundle reload attempt."""

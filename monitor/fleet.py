@@ -9,6 +9,7 @@ merged only from written states, published, and then marked as published.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,15 @@ def _offsets(states) -> dict[tuple[str, int], int]:
     return {(s.topic, s.partition): s.next_offset for s in states if s.next_offset is not None}
 
 
+def _confirm_idle(states: dict, ends: dict[int, int]) -> None:
+    """A state written idle with records after its ``next_offset`` is not idle: it holds its topic back (in place;
+    the states are the changelog's copies)."""
+    for partition, state in states.items():
+        end = ends.get(partition)
+        if state.idle and end is not None and (state.next_offset or 0) < end:
+            state.idle = False
+
+
 def result_key(window: ClosedWindow) -> str:
     """Key of a window on the results topic: one record per (topic, window)."""
     return f"{window.topic}/{window.start_ms}"
@@ -53,6 +63,11 @@ class FleetWindows:
     results_topic : str, optional
     assess : callable, optional
         See :data:`Assess`; without it windows are published with their own figures only.
+    end_offsets : callable, optional
+        ``(topic, partitions) -> {partition: end offset}`` from the cluster.  A state written idle whose
+        ``next_offset`` is below its partition's end offset is not trusted to be idle when closing: its owner wrote
+        it before records arrived (a lag of 0 is stale as soon as a producer writes), or died since reading them,
+        and a window published past that partition would count those records late.
     """
 
     def __init__(
@@ -63,6 +78,7 @@ class FleetWindows:
         sink: Sink | None = None,
         results_topic: str | None = None,
         assess: Assess | None = None,
+        end_offsets: Callable[[str, list[int]], dict[int, int]] | None = None,
     ) -> None:
         self.windows = windows
         self.changelog = changelog
@@ -70,8 +86,11 @@ class FleetWindows:
         self._sink = sink
         self._results_topic = results_topic
         self._assess = assess
+        self._end_offsets = end_offsets
         #: Records dropped from partials beyond what a publication took, counted late (a metric for the daemon).
         self.late_after_publication = 0
+        #: The same, by topic.
+        self.late_after_publication_by_topic: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ the consumer group
     def on_assign(self, partitions: Iterable[tuple[str, int]], now_ms: int | None = None) -> dict[tuple[str, int], int]:
@@ -138,8 +157,11 @@ class FleetWindows:
         self.changelog.refresh()
         published: list[ClosedWindow] = []
         for topic in topics:
+            states = self.changelog.topic_states(topic)
+            if self._end_offsets is not None and any(s.idle for s in states.values()):
+                _confirm_idle(states, self._end_offsets(topic, sorted(states)))
             decision = merge_due(
-                topic, self.changelog.topic_states(topic), self._partitions_of(topic), self.changelog.marker(topic),
+                topic, states, self._partitions_of(topic), self.changelog.marker(topic),
                 self.windows.settings, wall_clock_ms=wall_clock_ms,
             )
             marker = decision.marker
@@ -152,7 +174,7 @@ class FleetWindows:
                     self._sink.flush()  # published before marked: a crash in between publishes the same again
                 published.extend(decision.closed)
                 self.changelog.write_marker(marker)
-                self.late_after_publication += self.windows.apply_marker(marker)
+                self._late_after_publication(topic, self.windows.apply_marker(marker))
         published.sort(key=lambda w: (w.start_ms, w.topic))
         return published
 
@@ -160,7 +182,10 @@ class FleetWindows:
         for topic in topics:
             marker = self.changelog.marker(topic)
             if marker is not None:
-                extra = self.windows.apply_marker(marker)
-                if extra:
-                    log.warning("%d record(s) of %s arrived for windows already published: counted late", extra, topic)
-                self.late_after_publication += extra
+                self._late_after_publication(topic, self.windows.apply_marker(marker))
+
+    def _late_after_publication(self, topic: str, extra: int) -> None:
+        if extra:
+            log.warning("%d record(s) of %s arrived for windows already published: counted late", extra, topic)
+            self.late_after_publication += extra
+            self.late_after_publication_by_topic[topic] += extra

@@ -39,6 +39,7 @@ import numpy as np
 from monitor.errors import StateError
 from monitor.window import (
     ClosedWindow,
+    PartitionProgress,
     WindowAggregate,
     WindowSettings,
     _factorize,
@@ -383,6 +384,12 @@ class PartitionWindows:
         """The live state of an owned partition (read-only: it changes with the next batch); ``KeyError`` if not owned."""
         return self._states[(topic, int(partition))]
 
+    def progress(self, now_ms: int | None = None) -> list[PartitionProgress]:
+        """How far each owned partition has delivered, and whether it is idle at ``now_ms`` (for metrics)."""
+        timeout = self._settings.idle_timeout_ms
+        return [PartitionProgress(t, p, s.newest_ms, s.lag, s.idle(now_ms, timeout))
+                for (t, p), s in sorted(self._progress.items())]
+
     # ------------------------------------------------------------------ ownership
     def assign(self, topic: str, partition: int, restored: PartitionState | None = None,
                now_ms: int | None = None) -> int | None:
@@ -503,6 +510,16 @@ class PartitionWindows:
                 weights[accepted], percentiles[accepted], is_anomaly[accepted], settings,
             )
         return late, covered
+
+    def advance(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
+        """Owned partitions were read up to these next-offsets, including records that enter no window (invalid
+        ones, which are not given to :meth:`add`): the state covers them, so they are not read again after a move.
+        Call after :meth:`add` of the same batch; partitions not owned are ignored."""
+        for key, next_offset in next_offsets.items():
+            state = self._states.get((str(key[0]), int(key[1])))
+            if state is not None and (state.next_offset is None or int(next_offset) > state.next_offset):
+                state.next_offset = int(next_offset)
+                self._changed((state.topic, state.partition))
 
     def report_lags(self, lags: Mapping[tuple[str, int], int | None]) -> None:
         """Records left to deliver per owned partition (missing or None: unknown); a lag of 0 makes it idle."""

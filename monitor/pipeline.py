@@ -46,6 +46,26 @@ class BatchResult:
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class ScoredBatch:
+    """A batch decoded and scored, before windowing: per record of the batch ``reasons`` and ``errors``; per scored
+    record (``scored``: their indices in the batch) the columns a window step takes."""
+
+    reasons: np.ndarray
+    errors: np.ndarray
+    scored: np.ndarray
+    event_ms: np.ndarray
+    weights: np.ndarray
+    percentiles: np.ndarray
+    is_anomaly: np.ndarray
+
+    def result(self, closed: list[ClosedWindow], late: np.ndarray) -> BatchResult:
+        """The batch's result once windowed: ``late`` per record of the batch."""
+        invalid = Counter(r for r in self.reasons[self.reasons != ""].tolist())
+        return BatchResult(closed=closed, reasons=self.reasons, late=late, errors=self.errors,
+                           invalid_by_reason=dict(invalid))
+
+
 class Pipeline:
     """Decodes, scores and windows batches with one bundle; the bundle can be swapped between batches."""
 
@@ -54,21 +74,16 @@ class Pipeline:
         self.windower = windower
         self.decode = decode
 
-    def process(
-        self,
-        batch: RecordBatch,
-        max_event_ms: int | None = None,
-        now_ms: int | None = None,
-        min_event_ms: int | None = None,
-    ) -> BatchResult:
-        """Score and window one batch; every record ends counted in a window, ``late`` or with a reason.
+    def score(
+        self, batch: RecordBatch, max_event_ms: int | None = None, min_event_ms: int | None = None
+    ) -> ScoredBatch:
+        """Decode and score one batch, without windowing it.
 
-        Records with an event time after ``max_event_ms`` or before ``min_event_ms`` (UTC epoch ms) are not windowed
+        Records with an event time after ``max_event_ms`` or before ``min_event_ms`` (UTC epoch ms) are not scored
         but marked ``invalid_timestamp``: a clock far ahead would push the watermark and make the real records late,
         and one far behind would open a window that every hour since must close after it. Event times outside 0 …
         ``MAX_EVENT_MS`` (a Kafka record without a timestamp has -1) and weights that are not finite, > 0 and at most
-        ``MAX_WEIGHT`` are invalid whatever the bounds. ``now_ms`` (wall clock, UTC epoch ms) marks the batch's
-        partitions active for the windower's idle timeout."""
+        ``MAX_WEIGHT`` are invalid whatever the bounds."""
         decoded = self.decode(batch.values)
         ok = np.flatnonzero(decoded.ok)
         errors = np.full(len(batch), np.nan)
@@ -90,20 +105,35 @@ class Pipeline:
             reasons[(reasons == "") & ~usable] = INVALID_WEIGHT
         scored = np.flatnonzero(reasons == "")
         e = errors[scored]
+        return ScoredBatch(
+            reasons=reasons, errors=errors, scored=scored, event_ms=stamps[scored], weights=weights[scored],
+            percentiles=self.bundle.percentile_rank(e), is_anomaly=self.bundle.is_anomaly(e),
+        )
+
+    def process(
+        self,
+        batch: RecordBatch,
+        max_event_ms: int | None = None,
+        now_ms: int | None = None,
+        min_event_ms: int | None = None,
+    ) -> BatchResult:
+        """Score (:meth:`score`) and window one batch; every record ends counted in a window, ``late`` or with a
+        reason. ``now_ms`` (wall clock, UTC epoch ms) marks the batch's partitions active for the windower's idle
+        timeout."""
+        s = self.score(batch, max_event_ms, min_event_ms)
         closed, late_scored = self.windower.add(
-            batch.topics[scored],
-            stamps[scored],
-            e,
-            weights[scored],
-            self.bundle.percentile_rank(e),
-            self.bundle.is_anomaly(e),
-            partitions=None if batch.partitions is None else batch.partitions[scored],
+            batch.topics[s.scored],
+            s.event_ms,
+            s.errors[s.scored],
+            s.weights,
+            s.percentiles,
+            s.is_anomaly,
+            partitions=None if batch.partitions is None else batch.partitions[s.scored],
             now_ms=now_ms,
         )
         late = np.zeros(len(batch), dtype=bool)
-        late[scored[late_scored]] = True
-        invalid = Counter(r for r in reasons[reasons != ""].tolist())
-        return BatchResult(closed=closed, reasons=reasons, late=late, errors=errors, invalid_by_reason=dict(invalid))
+        late[s.scored[late_scored]] = True
+        return s.result(closed, late)
 
 
 def read_stream_csv(path: str | Path, topic: str = "replay", batch_size: int = 50_000) -> Iterator[RecordBatch]:

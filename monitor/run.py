@@ -16,6 +16,12 @@ partition revoke and at shutdown; the consumer group's offsets are committed rig
 (and on every assignment) a partition resumes at the later of the checkpoint's offset and the group's committed offset:
 the first when the daemon died between writing and committing, the second when another member owned the partition
 since.
+
+Fleet mode (``state.changelog_topic`` set): the windows are fleet-wide. Each partition's partial windows and the
+offset they cover live in the changelog topic (:class:`monitor.fleet.FleetWindows`), written every
+``state.checkpoint_interval_seconds`` and on revocation before the group's offsets are committed; a partition resumes
+where its state says, whichever daemon gets it. The owner of a topic's partition 0 merges the written states, judges
+and publishes each window once; only it reports that topic's window figures. ``state.directory`` is not used.
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ import numpy as np
 
 from monitor.baseline import Baseline
 from monitor.bundle import load_bundle
-from monitor.checkpoint import read_checkpoint, write_checkpoint
+from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from monitor.decode import REASONS, decode_json, decode_plain
-from monitor.errors import BundleError
-from monitor.offsets import Offsets, key
-from monitor.pipeline import Pipeline, RecordBatch
+from monitor.errors import BundleError, ConfigError, MonitorError
+from monitor.offsets import Offsets, key, next_offsets, unkey
+from monitor.partials import CLOSING_PARTITION
+from monitor.pipeline import BatchResult, Pipeline, RecordBatch
+from monitor.source import FileSource
 from monitor.window import ClosedWindow, Windower
 
 log = logging.getLogger("seqmon")
@@ -79,8 +87,13 @@ class Daemon:
         self._bundle_stamp = self._stamp()
         self.metrics.set_bundle(bundle.content_hash, str(bundle.metadata.get("created_at", "")), str(self.bundle_path))
         self.state_dir = Path(settings.state.directory)
-        window_settings = settings.window.window_settings()
-        checkpoint = read_checkpoint(self.state_dir)
+        window_settings = self.window_settings = settings.window.window_settings()
+        #: Fleet-wide windows through the changelog (fleet mode), made by :meth:`start`; None: this daemon's own.
+        self.fleet = None
+        self.changelog = None
+        self._changelog_written = (0, 0)
+        self._late_after_publication: Counter = Counter()
+        checkpoint = None if settings.state.changelog_topic else read_checkpoint(self.state_dir)
         if checkpoint is not None:
             windower = Windower.from_snapshot(window_settings, checkpoint["windower"])
             self.offsets = Offsets.from_snapshot(checkpoint.get("offsets"))
@@ -96,7 +109,7 @@ class Daemon:
             decode = lambda values: decode_plain(values, records.max_bytes)  # noqa: E731
         self.pipeline = Pipeline(bundle, windower, decode)
         # Beside the windows, not in them: the baseline belongs to the bundle and is reset with it.
-        deviation = settings.deviation.deviation_settings()
+        deviation = self.deviation = settings.deviation.deviation_settings()
         self.baseline = Baseline.from_snapshot(deviation, (checkpoint or {}).get("baseline"), bundle.content_hash)
         self.metrics.set_deviation_thresholds(deviation)
         self.closed_windows: list[ClosedWindow] = []  # kept for tests and the final log; bounded below
@@ -113,24 +126,77 @@ class Daemon:
         self.partitions: list[tuple[str, int]] = []  # assigned by the group, as (topic, partition)
         self.sink = None
         self._server = None
+        #: An error raised inside a rebalance callback (where the consumer client would wrap it in its own), raised
+        #: again by :meth:`step` before anything else is read or written.
+        self._fatal: MonitorError | None = None
 
     # --- life cycle ------------------------------------------------------------------------------------------------
 
-    def start(self, source=None, sink=None, serve_metrics: bool = True) -> None:
+    def start(self, source=None, sink=None, serve_metrics: bool = True, changelog=None) -> None:
         """Open the source and the sink (the Kafka consumer group and producer of the settings unless a
-        :class:`monitor.source.Source` is given, with an optional :class:`monitor.sink.Sink`) and the metrics server."""
+        :class:`monitor.source.Source` is given, with an optional :class:`monitor.sink.Sink`) and the metrics server;
+        in fleet mode also the changelog (created if missing, unless a :class:`monitor.changelog.Changelog` is
+        given)."""
         from monitor.export import serve  # noqa: PLC0415
 
+        fleet_mode = bool(self.settings.state.changelog_topic)
+        if fleet_mode and changelog is None and isinstance(source, FileSource):
+            raise ConfigError(
+                "state.changelog_topic (fleet mode) is for the consumer group of seqmon run; a replay of a file keeps "
+                "its windows in state.directory: unset state.changelog_topic"
+            )
         if serve_metrics:
             m = self.settings.metrics
             self._server = serve(self.registry, m.host, m.port, m.web_config_file)
         if source is None:
             source, sink = open_kafka(self.settings.kafka)
         self.source, self.sink = source, sink
-        self.source.listen(self._on_assign, self._on_revoke)  # a source with fixed partitions assigns them now
+        if fleet_mode:
+            try:
+                self._start_fleet(changelog)
+            except BaseException:
+                self.source.close()  # nothing assigned yet: nothing to write
+                self.source = None
+                self._close_outputs()
+                raise
+        # A source with fixed partitions assigns them now.
+        self.source.listen(self._on_assign, self._on_revoke, self._on_lost)
         now = self.clock()
         self._idle_close.last = self._bundle_watch.last = now
         log.info("seqmon running: bundle %s, metrics on %s:%d", self.bundle_path, self.settings.metrics.host, self.settings.metrics.port)
+
+    def _start_fleet(self, changelog) -> None:
+        from monitor.fleet import FleetWindows  # noqa: PLC0415
+        from monitor.partials import PartitionWindows  # noqa: PLC0415
+
+        state = self.settings.state
+        if changelog is None:
+            from monitor.changelog import Changelog  # noqa: PLC0415
+
+            changelog = Changelog(self.settings.kafka.producer_config(), state.changelog_topic,
+                                  self.pipeline.bundle.content_hash, self.window_settings)
+            try:
+                changelog.ensure_topic(replication_factor=state.changelog_replication_factor)
+            except BaseException:
+                changelog.close()
+                raise
+        self.changelog = changelog
+        self.fleet = FleetWindows(
+            PartitionWindows(self.window_settings), changelog, changelog.partitions_of, sink=self.sink,
+            results_topic=self.settings.kafka.results_topic or None, assess=self._assess,
+            end_offsets=changelog.end_offsets,
+        )
+        if (self.state_dir / CHECKPOINT_NAME).exists():
+            log.info("fleet mode: the checkpoint in %s is not used; window state is in changelog %s",
+                     self.state_dir, state.changelog_topic)
+
+    def _assess(self, windows: list[ClosedWindow], stored: dict | None) -> dict:
+        """The closing daemon's judgement of a topic's windows, against the baseline carried in the topic's marker
+        (so it moves with the topic's partition 0)."""
+        baseline = Baseline.from_snapshot(self.deviation, stored, self.pipeline.bundle.content_hash)
+        for window in windows:
+            baseline.assess(window)
+        return baseline.snapshot()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -147,16 +213,24 @@ class Daemon:
         try:
             while not self._stop.is_set() and self.step():
                 pass
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             self.shutdown()
 
     def step(self) -> bool:
         """One poll, its batch, and what is due after it; False once a finite source is read to its end."""
         batch = self.source.poll(self.settings.batch.max_latency_ms, self.settings.batch.max_records)
+        if self._fatal is not None:
+            raise self._fatal
         if batch is not None:
             self.process(batch)
         elif self.source.finished:
-            if getattr(self.source, "final", True):
+            if self.fleet is not None:
+                # Everything was delivered: every partition is idle, and the windows its records close are due.
+                self.fleet.report_lags(dict.fromkeys(self.fleet.windows.owned(), 0))
+                self.checkpoint()
+            elif getattr(self.source, "final", True):
                 self._emit(self.pipeline.windower.close_all(), self.clock())  # the input ended: so did its windows
             return False
         self._between_batches(self.clock())
@@ -168,8 +242,11 @@ class Daemon:
         if self._reload.is_set():
             self._reload.clear()
             self.reload_bundle()
-        if self._idle_close.due(now) and self._emit(self.pipeline.windower.close_due(int(now * 1000)), now):
-            self.checkpoint()
+        if self._idle_close.due(now):
+            if self.fleet is not None:
+                self.checkpoint(wall_clock=True)
+            elif self._emit(self.pipeline.windower.close_due(int(now * 1000)), now):
+                self.checkpoint()
         if now - self._last_checkpoint >= self.settings.state.checkpoint_interval_seconds:
             self.checkpoint()
         if now - self._last_lag >= LAG_INTERVAL_SECONDS:
@@ -190,6 +267,14 @@ class Daemon:
             return
         for (topic, partition), lag in lags.items():
             self.metrics.set_lag(topic, partition, lag)
+        if self.fleet is not None:  # windows close after the states are written (checkpoint)
+            self.fleet.report_lags(lags)
+            markers = {t: self.changelog.marker(t) for t in {t for t, _ in self.fleet.windows.owned()}}
+            self.metrics.set_progress(
+                self.fleet.windows.progress(now_ms=int(now * 1000)),
+                {t: m.watermark_ms for t, m in markers.items() if m is not None},
+            )
+            return
         windower = self.pipeline.windower
         closed = windower.report_lags(lags, now_ms=int(now * 1000))
         self.metrics.set_progress(
@@ -201,10 +286,17 @@ class Daemon:
     def shutdown(self) -> None:
         if self.source is not None:
             try:
-                self.checkpoint()
+                if self._fatal is None:  # after a refused state, write nothing that could overwrite it
+                    self.checkpoint()
             finally:
                 self.source.close()
                 self.source = None
+        self._close_outputs()
+        log.info("seqmon stopped")
+
+    def _close_outputs(self) -> None:
+        if self.changelog is not None:
+            self.changelog.close()
         if self.sink is not None:
             self.sink.flush()
             self.sink.close()
@@ -215,7 +307,6 @@ class Daemon:
             server.server_close()
             thread.join(timeout=5)
             self._server = None
-        log.info("seqmon stopped")
 
     # --- one batch -------------------------------------------------------------------------------------------------
 
@@ -223,13 +314,16 @@ class Daemon:
         started = time.perf_counter()
         now = self.clock()
         w = self.settings.window
-        result = self.pipeline.process(
-            batch,
-            max_event_ms=int((now + w.max_future_seconds) * 1000),
-            now_ms=int(now * 1000),
-            min_event_ms=int((now - w.max_past_seconds) * 1000) if w.max_past_seconds else None,
-        )
-        self.offsets.advance(batch)
+        max_event_ms = int((now + w.max_future_seconds) * 1000)
+        min_event_ms = int((now - w.max_past_seconds) * 1000) if w.max_past_seconds else None
+        covered = None
+        if self.fleet is not None:
+            result, covered = self._process_fleet(batch, max_event_ms, int(now * 1000), min_event_ms)
+        else:
+            result = self.pipeline.process(
+                batch, max_event_ms=max_event_ms, now_ms=int(now * 1000), min_event_ms=min_event_ms
+            )
+            self.offsets.advance(batch)
         duration = time.perf_counter() - started
         topics = batch.topics
         for i, topic in enumerate(np.unique(topics.astype(str)) if len(topics) else []):
@@ -247,6 +341,8 @@ class Daemon:
                 duration_s=duration if i == 0 else None,
             )
             self._invalid_since_log.update(bad)
+            if covered is not None and (covered & mine).any():
+                self.metrics.record_covered(str(topic), int((covered & mine).sum()))
         if self.sink is not None and self.settings.kafka.dead_letter_topic:
             dead = np.flatnonzero((result.reasons != "") | result.late)
             if len(dead):
@@ -256,13 +352,34 @@ class Daemon:
         if self._emit(result.closed, now):
             self.checkpoint()
 
+    def _process_fleet(
+        self, batch: RecordBatch, max_event_ms: int, now_ms: int, min_event_ms: int | None = None
+    ) -> tuple[BatchResult, np.ndarray]:
+        """Score a batch and add it to its partitions' partial windows; returns its result and which records the
+        partitions' states already covered (read again, not counted)."""
+        if batch.partitions is None or batch.offsets is None:
+            raise ValueError("fleet mode needs records with partitions and offsets (a Kafka source)")
+        scored = self.pipeline.score(batch, max_event_ms, min_event_ms)
+        rows = scored.scored
+        late_scored, covered_scored = self.fleet.add(
+            batch.topics[rows], scored.event_ms, scored.errors[rows], scored.weights, scored.percentiles,
+            scored.is_anomaly, batch.partitions[rows], batch.offsets[rows], now_ms=now_ms,
+        )
+        self.fleet.windows.advance({unkey(k): v for k, v in next_offsets(batch).items()})
+        late = np.zeros(len(batch), dtype=bool)
+        late[rows[late_scored]] = True
+        covered = np.zeros(len(batch), dtype=bool)
+        covered[rows[covered_scored]] = True
+        return scored.result([], late), covered
+
     def _emit(self, closed: list[ClosedWindow], now: float) -> bool:
-        """Assess, record and send closed windows; True if there were any."""
+        """Assess, record and send closed windows (in fleet mode they come assessed and published); True if there
+        were any."""
         for window in closed:
-            figures = self.baseline.assess(window)
+            figures = self.baseline.assess(window) if self.fleet is None else window.figures()
             self.metrics.record_closed_window(window, now)
             log.info("window closed %s", json.dumps(figures, allow_nan=True, default=float), extra={"fields": {"window": figures}})
-            if self.sink is not None and self.settings.kafka.results_topic:
+            if self.fleet is None and self.sink is not None and self.settings.kafka.results_topic:
                 self.sink.result(self.settings.kafka.results_topic, f"{window.topic}/{window.start_ms}", figures)
         self.closed_windows.extend(closed)
         del self.closed_windows[:-1000]
@@ -270,13 +387,17 @@ class Daemon:
 
     # --- state -----------------------------------------------------------------------------------------------------
 
-    def checkpoint(self, partitions: list[tuple[str, int]] | None = None) -> None:
+    def checkpoint(self, partitions: list[tuple[str, int]] | None = None, wall_clock: bool = False) -> None:
         """Write the checkpoint, then commit the same offsets to the group (those of ``partitions``, or all
-        assigned)."""
+        assigned). In fleet mode: write the changed partition states to the changelog, commit their offsets, then
+        close and publish the windows they allow (``wall_clock``: also those of quiet topics, by the clock)."""
         now = self.clock()
         self._forget_quiet_topics(now)
         if self.sink is not None:
             self.sink.flush()  # dead letters and results before the offsets that cover them
+        if self.fleet is not None:
+            self._checkpoint_fleet(now, wall_clock)
+            return
         write_checkpoint(self.state_dir, {
             "written_at": now,
             "windower": self.pipeline.windower.snapshot(),
@@ -311,20 +432,83 @@ class Daemon:
         self.offsets.forget_topics(dropped)
         log.info("forgot the state of %d topic(s) quiet for over %d s: %s", len(gone), max_past, ", ".join(gone))
 
+    def _checkpoint_fleet(self, now: float, wall_clock: bool) -> None:
+        offsets = self.fleet.commit(now_ms=int(now * 1000))
+        self.metrics.record_checkpoint(now)
+        self._last_checkpoint = now
+        if self.source is not None and offsets:
+            self.source.commit(offsets)
+        self._emit(self.fleet.close(wall_clock_ms=int(now * 1000) if wall_clock else None), now)
+        self._fleet_metrics()
+
+    def _fleet_metrics(self) -> None:
+        """Bring the counters kept by the changelog and the fleet windows into the metrics."""
+        written = (self.changelog.records_written, self.changelog.bytes_written)
+        self.metrics.record_changelog(written[0] - self._changelog_written[0], written[1] - self._changelog_written[1])
+        self._changelog_written = written
+        for topic, count in self.fleet.late_after_publication_by_topic.items():
+            if count > self._late_after_publication[topic]:
+                self.metrics.record_late_after_publication(topic, count - self._late_after_publication[topic])
+                self._late_after_publication[topic] = count
+
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
+        if self.fleet is not None:
+            if self._fatal is not None:
+                return
+            if self.sink is not None:
+                self.sink.flush()
+            offsets = self.fleet.on_revoke(partitions, now_ms=int(self.clock() * 1000))
+            if offsets:
+                self.source.commit(offsets)
+            self._fleet_metrics()
+            self._stop_closing(partitions)
+            for topic, partition in partitions:
+                self.metrics.remove_lag(topic, partition)
+            return
         self.checkpoint(partitions)
         self.pipeline.windower.revoke(partitions)  # their watermarks leave with them
         for topic, partition in partitions:
             self.metrics.remove_lag(topic, partition)
 
+    def _stop_closing(self, partitions: list[tuple[str, int]]) -> None:
+        """Topics whose partition 0 left: their windows are closed and reported by its new owner from now on."""
+        for topic, partition in partitions:
+            if partition == CLOSING_PARTITION:
+                self.metrics.forget_window(topic)
+
+    def _on_lost(self, partitions: list[tuple[str, int]]) -> None:
+        """Partitions taken by an eviction: another member may own them already, so in fleet mode nothing is
+        written for them (its writes would race the new owner's)."""
+        if self.fleet is None:
+            self._on_revoke(partitions)
+            return
+        self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
+        self.fleet.on_lost(partitions)
+        self._stop_closing(partitions)
+        for topic, partition in partitions:
+            self.metrics.remove_lag(topic, partition)
+        log.warning("lost %s to an eviction: their unwritten work will be read again by their new owner",
+                    ", ".join(key(t, p) for t, p in partitions))
+
     def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
-        seek = self.offsets.resume(partitions, self.source.committed(partitions) if partitions else {})
+        if self.fleet is not None:
+            try:
+                seek = self.fleet.on_assign(partitions, now_ms=int(self.clock() * 1000))
+            except MonitorError as exc:  # a state of another bundle, version or geometry; the changelog unreadable
+                log.error("cannot take over %s: %s", ", ".join(key(t, p) for t, p in partitions), exc)
+                self._fatal = exc
+                self._stop.set()
+                return
+            self._fleet_metrics()
+        else:
+            seek = self.offsets.resume(partitions, self.source.committed(partitions) if partitions else {})
         if seek:
             self.source.seek(seek)
             log.info("resuming %s", ", ".join(f"{key(t, p)} at {o}" for (t, p), o in sorted(seek.items())))
         # New partitions hold their topics' windows open until they deliver or turn out idle.
-        self.pipeline.windower.assign(partitions, now_ms=int(self.clock() * 1000))
+        if self.fleet is None:
+            self.pipeline.windower.assign(partitions, now_ms=int(self.clock() * 1000))
         self._last_lag = -math.inf  # ask for lags at the next pause: an empty partition is then idle at once
         self.partitions = sorted(set(self.partitions) | set(partitions))
         for topic in {t for t, _ in partitions}:
@@ -350,6 +534,14 @@ class Daemon:
             bundle = load_bundle(self.bundle_path)
         except BundleError as e:
             log.error("bundle reload failed, still scoring with %s: %s", self.pipeline.bundle.content_hash, e)
+            self.metrics.record_reload(False)
+            return False
+        if self.fleet is not None and bundle.content_hash != self.pipeline.bundle.content_hash:
+            log.error(
+                "bundle reload refused: changelog %s holds windows scored by bundle %s, and errors of two bundles are "
+                "not on one scale; to change the bundle of a fleet, stop it and start every daemon with the new bundle "
+                "and a new state.changelog_topic", self.changelog.topic, self.pipeline.bundle.content_hash,
+            )
             self.metrics.record_reload(False)
             return False
         self.pipeline.bundle = bundle

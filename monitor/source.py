@@ -42,7 +42,12 @@ class Source(Protocol):
     finished: bool
     final: bool
 
-    def listen(self, on_assign: PartitionCallback | None, on_revoke: PartitionCallback | None) -> None: ...
+    def listen(
+        self,
+        on_assign: PartitionCallback | None,
+        on_revoke: PartitionCallback | None,
+        on_lost: PartitionCallback | None = None,
+    ) -> None: ...
 
     def poll(self, timeout_ms: int, max_records: int) -> RecordBatch | None: ...
 
@@ -135,8 +140,9 @@ class FileSource:
     def finished(self) -> bool:
         return self._next >= len(self._batches)
 
-    def listen(self, on_assign: PartitionCallback | None, on_revoke: PartitionCallback | None) -> None:
-        """The one partition is assigned at once."""
+    def listen(self, on_assign: PartitionCallback | None, on_revoke: PartitionCallback | None,
+               on_lost: PartitionCallback | None = None) -> None:
+        """The one partition is assigned at once (and never lost)."""
         if on_assign is not None:
             on_assign(self.assignment())
 
@@ -203,6 +209,8 @@ class Rebalance:
 
     revoked: Sequence[TopicPartitionKey] = ()
     assigned: Sequence[TopicPartitionKey] = ()
+    #: Partitions taken away by an eviction (the member was too slow): ``on_lost`` instead of ``on_revoke``.
+    lost: Sequence[TopicPartitionKey] = ()
 
 
 class MemorySource:
@@ -239,14 +247,17 @@ class MemorySource:
         self.closed = False
         self._on_assign: PartitionCallback | None = None
         self._on_revoke: PartitionCallback | None = None
+        self._on_lost: PartitionCallback | None = None
 
     @property
     def finished(self) -> bool:
         return self._ends and self._next >= len(self._events)
 
-    def listen(self, on_assign: PartitionCallback | None, on_revoke: PartitionCallback | None) -> None:
-        """Set the callbacks, and hand over the starting assignment at once."""
+    def listen(self, on_assign: PartitionCallback | None, on_revoke: PartitionCallback | None,
+               on_lost: PartitionCallback | None = None) -> None:
+        """Set the callbacks, and hand over the starting assignment at once (``on_lost``: see :class:`Rebalance`)."""
         self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._on_lost = on_lost if on_lost is not None else on_revoke
         self._start_at_committed(self._assigned)
         if on_assign is not None and self._assigned:
             on_assign(list(self._assigned))
@@ -267,6 +278,10 @@ class MemorySource:
         return None
 
     def _rebalance(self, event: Rebalance) -> None:
+        lost = sorted(set(event.lost) & set(self._assigned))
+        if lost and self._on_lost is not None:
+            self._on_lost(lost)
+        self._assigned = sorted(set(self._assigned) - set(lost))
         revoked = sorted(set(event.revoked) & set(self._assigned))
         if revoked and self._on_revoke is not None:
             self._on_revoke(revoked)

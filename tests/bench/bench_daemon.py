@@ -1,4 +1,4 @@
-"""End-to-end benchmark of ``seqmon run``: Kafka topic (4 partitions) → decode → score → windows → metrics.
+"""End-to-end benchmark of ``seqmon run``: Kafka topic (4 partitions by default) → decode → score → windows → metrics.
 
 Prints records/s while it catches up with a pre-filled topic, the lag, and the process RSS. Asserts nothing on time.
 
@@ -6,6 +6,7 @@ Prints records/s while it catches up with a pre-filled topic, the lag, and the p
     python tests/bench/bench_daemon.py --records 2000000 --profile   # also prints where the time goes
     python tests/bench/bench_daemon.py --records 10000000 --daemons 2  # `seqmon run` processes in one group
     python tests/bench/bench_daemon.py --records 5000000 --client confluent  # kafka.client = "confluent"
+    python tests/bench/bench_daemon.py --records 2000000 --partitions 6 --daemons 3 --changelog  # fleet mode
 
 The topic is filled by Kafka's own ProducerPerformance tool (kafka-python's producer is the slow side, ~30k/s) from a
 payload file of seed-like sequences, 1 % of them abnormal.
@@ -76,6 +77,11 @@ def process_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def fleet_settings(args, group: str) -> list[str]:
+    """``--set`` flags of fleet mode (one changelog topic per group), or none."""
+    return ["--set", f"state.changelog_topic={group}-changelog"] if args.changelog else []
+
+
 def run_processes(args, bootstrap: str, topic: str, bundle: Path, work: Path) -> None:
     """N daemons as deployed (`seqmon run` processes, one consumer group); records/s summed from their metrics."""
     group = f"bench-{uuid.uuid4().hex[:6]}"
@@ -88,7 +94,7 @@ def run_processes(args, bootstrap: str, topic: str, bundle: Path, work: Path) ->
              "--set", f"kafka.topics={topic}", "--set", f"kafka.group_id={group}", "--set", f"model.bundle={bundle}",
              "--set", f"state.directory={work / f'state-{i}'}", "--set", f"metrics.port={port}",
              "--set", "model.watch_interval_seconds=0", "--set", "window.max_future_seconds=86400", "--set", "log.level=WARNING",
-             "--set", f"kafka.client={args.client}"],
+             "--set", f"kafka.client={args.client}", *fleet_settings(args, group)],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ))
     try:
@@ -119,6 +125,9 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="run the daemon under cProfile and print the top functions")
     p.add_argument("--daemons", type=int, default=0, help="run N `seqmon run` processes in one group instead (scraped over HTTP)")
     p.add_argument("--client", choices=("kafka-python", "confluent"), default="kafka-python", help="kafka.client of the daemon(s)")
+    p.add_argument("--partitions", type=int, default=4, help="partitions of the topic")
+    p.add_argument("--changelog", action="store_true",
+                   help="fleet mode: window state in a changelog topic (state.changelog_topic), fleet-wide windows")
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="seqmon-bench-daemon-"))
@@ -129,12 +138,12 @@ def main() -> None:
         bootstrap = start_broker(port, str(work / "kafka"))
     try:
         topic = f"bench-{uuid.uuid4().hex[:6]}"
-        create_topic(bootstrap, topic, 4)
+        create_topic(bootstrap, topic, args.partitions)
         gen = SeedLikeGenerator(7)
         lines = gen.normal(99_000) + gen.abnormal(1_000, "unknown")
         payload = work / "payload.txt"
         payload.write_text("\n".join(lines) + "\n")
-        print(f"filling {topic} (4 partitions) with {args.records:,} records ...", flush=True)
+        print(f"filling {topic} ({args.partitions} partitions) with {args.records:,} records ...", flush=True)
         rate = fill_topic(bootstrap, topic, args.records, payload)
         print(f"  ProducerPerformance: {rate:,.0f} records/s")
 
@@ -146,6 +155,7 @@ def main() -> None:
             "kafka.session_timeout_ms=10000", "kafka.heartbeat_interval_ms=2000", f"model.bundle={bundle}",
             f"state.directory={work / 'state'}", "model.watch_interval_seconds=0", f"metrics.port={free_port()}",
             "window.max_future_seconds=86400", f"kafka.client={args.client}",
+            *([f"state.changelog_topic=bench-{uuid.uuid4().hex[:6]}-changelog"] if args.changelog else []),
         ])
         if args.daemons:
             run_processes(args, bootstrap, topic, bundle, work)

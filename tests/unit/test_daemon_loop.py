@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.bundle import load_bundle, save_bundle
+from monitor.changelog import Changelog
 from monitor.checkpoint import read_checkpoint
 from monitor.config import load_settings
+from monitor.errors import ConfigError, StateError
+from monitor.fleet import FleetWindows
+from monitor.partials import PartitionState, PartitionWindows, decode_record, parse_key
 from monitor.pipeline import RecordBatch
 from monitor.run import Daemon, Every
 from monitor.score import DenseLayer
 from monitor.sink import MemorySink
 from monitor.source import MemorySource, Rebalance
 from monitor.vectorize import Vectorizer, VectorizerSettings
+from monitor.window import WindowSettings
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, seconds
 WINDOW_S = 60
@@ -271,3 +277,317 @@ def test_the_daemon_tests_run_without_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "no tensorflow rc 0", out.stdout[-3000:] + out.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------------------- fleet mode
+
+
+class MemoryChangelog(Changelog):
+    """The changelog over a list shared by the daemons of a test (the topic's records, in order) instead of Kafka:
+    writes append to it, ``refresh`` reads what was appended since, so each daemon sees only what was written."""
+
+    def __init__(self, log: list, bundle: str, settings: WindowSettings, partitions: int = 6):
+        super().__init__({"bootstrap_servers": "memory"}, "changelog", bundle, settings)
+        self.log, self._read, self._partitions = log, 0, partitions
+
+    def ensure_topic(self, *args, **kwargs) -> bool:
+        return False
+
+    def _send_all(self, records, timeout_s):
+        self.log.extend(records)
+        self._written(records)
+
+    def refresh(self, timeout_s: float = 60.0) -> int:
+        new = self.log[self._read:]
+        self._read = len(self.log)
+        for key, value in new:
+            self._latest[key] = value
+            self._decoded.pop(key, None)
+        return len(new)
+
+    def partitions_of(self, topic: str) -> list[int]:
+        return list(range(self._partitions))
+
+    def end_offsets(self, topic: str, partitions) -> dict[int, int]:
+        """Unknown here (each test's source knows its own): idle states are taken at their word."""
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+FLEET_PARTITIONS = 6
+
+
+def uneven_stream(windows: int = 8, disorder_s: float = 0.0, seed: int = 0) -> list[RecordBatch]:
+    """Six partitions of timed records in event-time order (or up to ``disorder_s`` out of it), handed over in
+    chunks whose sizes differ by partition: partition 0 runs far ahead of partition 5 in event time."""
+    rng = np.random.default_rng(seed)
+    per_partition = []
+    for p in range(FLEET_PARTITIONS):
+        n = int(rng.integers(150, 300))
+        stamps = T0 + np.sort(rng.uniform(0, windows * WINDOW_S, n)) - rng.uniform(0, disorder_s, n)
+        per_partition.append((sequences(n, seed + 10 + p), stamps))
+    out, positions = [], [0] * FLEET_PARTITIONS
+    while any(pos < len(per_partition[p][0]) for p, pos in enumerate(positions)):
+        for p in range(FLEET_PARTITIONS):
+            values, stamps = per_partition[p]
+            lo = positions[p]
+            hi = min(len(values), lo + 60 - 9 * p)
+            if hi > lo:
+                out.append(batch(values[lo:hi], stamps[lo:hi], partition=p))
+                positions[p] = hi
+    return out
+
+
+def fleet_settings(bundle, tmp_path, **extra):
+    return settings_for(bundle, tmp_path / "unused", **{
+        "state.changelog_topic": "changelog", "kafka.results_topic": "results", "kafka.dead_letter_topic": "dlq",
+        "state.checkpoint_interval_seconds": "1", **extra,
+    })
+
+
+class Member:
+    """One daemon of a fleet in a test: its own clock, source and sink, the fleet's shared changelog list."""
+
+    def __init__(self, settings, log, events, assignment):
+        self.clock, self.sink = Clock(T0), MemorySink()
+        self.source = MemorySource(events, assignment=assignment, ends=False)
+        self.daemon = Daemon(settings, registry=CollectorRegistry(), clock=self.clock)
+        bundle = self.daemon.pipeline.bundle.content_hash
+        self.daemon.start(source=self.source, sink=self.sink, serve_metrics=False,
+                          changelog=MemoryChangelog(log, bundle, self.daemon.window_settings))
+
+    def step(self, write: bool = True):
+        """One turn of the loop; ``write``: the checkpoint (the changelog write) is due after it."""
+        if write:
+            self.clock.now += 1
+        return self.daemon.step()
+
+    def drained(self) -> bool:
+        return self.source._next >= len(self.source._events)
+
+    def finish(self):
+        """Everything delivered: the partitions turn idle, their states are written and the windows due closed."""
+        self.clock.now += 11
+        self.daemon.report_lags(self.clock.now)
+        self.daemon.checkpoint()
+
+
+def fleet_outcome(members, log, settings):
+    """What a fleet published (key -> figures, from every member's sink), publications per key, and the late
+    records of every partition's latest state."""
+    published = [(key, figures) for m in members for topic, key, figures in m.sink.results if topic == "results"]
+    counts = Counter(key for key, _ in published)
+    bundle = members[0].daemon.pipeline.bundle.content_hash
+    latest = {}
+    for key, value in log:
+        latest[key] = value
+    late = sum(decode_record(v, bundle, settings).late_records for k, v in latest.items() if parse_key(k)[1] is not None)
+    return dict(published), counts, late
+
+
+def one_fleet_daemon(bundle, tmp_path, events):
+    settings = fleet_settings(bundle, tmp_path)
+    log: list = []
+    a = Member(settings, log, events, [("t", p) for p in range(FLEET_PARTITIONS)])
+    while not a.drained():
+        a.step()
+    a.finish()
+    return fleet_outcome([a], log, a.daemon.window_settings), a
+
+
+def three_fleet_daemons(bundle, tmp_path, events):
+    """a and b split the partitions; b reads on without writing and is killed; b comes back later; c joins and
+    takes partition 0, so the closing moves too."""
+    settings = fleet_settings(bundle, tmp_path)
+    log: list = []
+    sixth = len(events) // 6
+    a_events = events[:sixth] + [Rebalance(revoked=[("t", 3), ("t", 4), ("t", 5)])] + events[sixth:2 * sixth] + [
+        Rebalance(revoked=[("t", 0)])] + events[2 * sixth:]
+    a = Member(settings, log, a_events, [("t", p) for p in range(FLEET_PARTITIONS)])
+    while ("t", 3) in a.daemon.partitions:
+        a.step()
+    b = Member(settings, log, events, [("t", 3), ("t", 4), ("t", 5)])
+    for _ in range(8):
+        b.step()
+    for _ in range(4):
+        b.step(write=False)  # read, never written: SIGKILL now
+    assert b.daemon.fleet.windows.dirty(), "the daemon to kill had read nothing unwritten"
+    killed = b
+    for _ in range(5):
+        a.step()
+    b = Member(settings, log, events, [("t", 3), ("t", 4), ("t", 5)])  # restarted; the group gives it its partitions
+    for _ in range(5):
+        b.step()
+        a.step()
+    while ("t", 0) in a.daemon.partitions:
+        a.step()
+    c = Member(settings, log, events, [("t", 0)])
+    members = [a, b, c]
+    assert c.source.lag()[("t", 0)] > 0, "partition 0 moved after it was read to its end"
+    while not all(m.drained() for m in members):
+        for m in members:
+            m.step()
+    for m in members:
+        m.finish()
+    c.finish()  # the closer again, now that every state is written idle
+    return fleet_outcome([a, killed, b, c], log, a.daemon.window_settings), (a, killed, b, c)
+
+
+@pytest.mark.parametrize("disorder_s", [0.0, 20.0])
+def test_three_daemons_with_a_kill_and_a_join_publish_what_one_publishes(bundle_dir, tmp_path, disorder_s):
+    events = uneven_stream(disorder_s=disorder_s, seed=4)
+    (one, one_counts, one_late), _ = one_fleet_daemon(bundle_dir, tmp_path, events)
+    (three, three_counts, three_late), members = three_fleet_daemons(bundle_dir, tmp_path, events)
+
+    assert max(one_counts.values()) == 1 and max(three_counts.values()) == 1  # each window published once
+    assert sorted(one) == sorted(three) and len(one) >= 6
+    assert one_late == three_late
+    if disorder_s == 0:
+        assert one_late == 0  # zero lateness, partitions in order: however uneven, no record is late
+    else:
+        assert one_late > 0
+    stamps = np.concatenate([b.timestamps_ms for b in events])
+    total = len(stamps)
+    consumed = [m.daemon.registry.get_sample_value("seqmon_records_consumed_total", {"topic": "t"}) for m in members]
+    assert sum(consumed) > total and min(consumed) > 0  # the killed daemon's unwritten reads were read again
+    a, c = members[0].daemon.registry, members[-1].daemon.registry
+    assert a.get_sample_value("seqmon_windows_closed_total", {"topic": "t"}) > 0  # a closed some before p0 moved,
+    assert a.get_sample_value("seqmon_window_records", {"topic": "t"}) is None  # and reports no stale window since
+    assert a.get_sample_value("seqmon_window_error_quantile", {"topic": "t", "quantile": "0.5"}) is None
+    assert a.get_sample_value("seqmon_window_severity", {"topic": "t"}) is None
+    assert a.get_sample_value("seqmon_window_closed_timestamp_seconds", {"topic": "t"}) > 0  # for SeqmonNoClosedWindow
+    assert c.get_sample_value("seqmon_window_records", {"topic": "t"}) == one[max(one)]["count"]
+    assert sum(f["count"] for f in one.values()) + one_late <= total
+    for key in one:
+        a, b = one[key], three[key]
+        assert (a["count"], a["weight"], a["p50"], a["p90"], a["p99"]) == (b["count"], b["weight"], b["p50"],
+                                                                             b["p90"], b["p99"]), key
+        for name in ("mean_error", "anomaly_rate", "mean_percentile", "abnormality", "shift", "surprise"):
+            if a[name] is None:
+                assert b[name] is None, name
+            else:
+                assert a[name] == pytest.approx(b[name], rel=1e-9), name
+        assert a["decision"] == b["decision"] and a["baseline_windows"] == b["baseline_windows"]
+    if disorder_s == 0:
+        start = int(np.min(stamps)) // (WINDOW_S * 1000) * WINDOW_S * 1000
+        for key, f in one.items():
+            lo = int(key.split("/")[1])
+            assert f["count"] == int(((stamps >= lo) & (stamps < lo + WINDOW_S * 1000)).sum()), key
+        assert min(int(k.split("/")[1]) for k in one) == start
+
+
+def test_a_fleet_daemon_counts_and_reports_what_it_publishes(bundle_dir, tmp_path):
+    events = uneven_stream(seed=6)
+    (published, _, _), a = one_fleet_daemon(bundle_dir, tmp_path, events)
+    reg = a.daemon.registry
+    closed = reg.get_sample_value("seqmon_windows_closed_total", {"topic": "t"})
+    assert closed == len(published) == len(a.daemon.closed_windows)
+    last = max(published, key=lambda k: int(k.split("/")[1]))
+    assert reg.get_sample_value("seqmon_window_records", {"topic": "t"}) == published[last]["count"]
+    assert reg.get_sample_value("seqmon_records_consumed_total", {"topic": "t"}) == sum(len(b) for b in events)
+    assert reg.get_sample_value("seqmon_changelog_records_written_total") == a.daemon.changelog.records_written > 0
+    assert reg.get_sample_value("seqmon_changelog_bytes_written_total") == a.daemon.changelog.bytes_written > 0
+    # The group's offsets are those of the written states: everything read.
+    sizes = Counter()
+    for b in events:
+        sizes[("t", int(b.partitions[0]))] += len(b)
+    assert a.source.commits == dict(sizes)
+    assert not (tmp_path / "unused").exists()  # the state directory is not used in fleet mode
+
+
+def test_a_restored_partition_resumes_at_its_state_and_invalid_records_are_covered(bundle_dir, tmp_path):
+    settings = fleet_settings(bundle_dir, tmp_path)
+    log: list = []
+    records = batch(sequences(10, 1) + ["", "\xff"], np.full(12, T0 + 1.0))  # the last two are invalid
+    first = Member(settings, log, [records], [("t", 0)])
+    first.step()
+    first.daemon.shutdown()
+    assert first.source.commits == {("t", 0): 12}
+    # The group lost the commit, say: the state alone decides where the next owner reads on.
+    again = Member(settings, log, [records, batch(sequences(5, 2), np.full(5, T0 + 2.0))], [("t", 0)])
+    again.step()
+    reg = again.daemon.registry
+    assert reg.get_sample_value("seqmon_records_consumed_total", {"topic": "t"}) == 5
+    assert again.daemon.fleet.windows.state("t", 0).next_offset == 17
+
+
+def test_a_lost_partition_writes_nothing_and_a_revoked_one_writes_its_state(bundle_dir, tmp_path):
+    settings = fleet_settings(bundle_dir, tmp_path)
+    log: list = []
+    events = [batch(sequences(4, 1), np.full(4, T0 + 1.0), partition=0),
+              batch(sequences(3, 2), np.full(3, T0 + 2.0), partition=1),
+              Rebalance(lost=[("t", 0)]), Rebalance(revoked=[("t", 1)])]
+    m = Member(settings, log, events, [("t", 0), ("t", 1)])
+    m.step(write=False)
+    m.step(write=False)
+    written = len(log)
+    m.step(write=False)  # lost: another member may own it, so nothing is written for it
+    assert len(log) == written and m.daemon.partitions == [("t", 1)]
+    m.step(write=False)  # revoked: its state is written and its offset committed
+    assert [k for k, _ in log[written:]] == ["t/1"] and m.source.commits == {("t", 1): 3}
+    assert m.daemon.fleet.windows.owned() == []
+
+
+def test_a_state_written_idle_before_records_arrived_holds_its_topic_back():
+    """The closer checks an idle state against its partition's end offset: a lag of 0 turns stale as soon as a
+    producer writes, and an owner that died after reading has left its last state idle."""
+    settings = WindowSettings(size_ms=WINDOW_S * 1000, allowed_lateness_ms=0)
+    log: list = []
+    ends = {0: 10, 1: 5}
+    fleet = FleetWindows(PartitionWindows(settings), MemoryChangelog(log, "b", settings, partitions=2),
+                         lambda topic: [0, 1], end_offsets=lambda topic, partitions: dict(ends))
+    t = T0 * 1000
+    fleet.on_assign([("t", 0), ("t", 1)], now_ms=t)
+    for p, n, until_s in ((0, 10, 3 * WINDOW_S), (1, 5, 10)):
+        fleet.add(np.full(n, "t", dtype=object), t + np.linspace(0, until_s * 1000, n).astype(np.int64),
+                  np.full(n, 0.1), None, np.full(n, 50.0), np.zeros(n, bool), np.full(n, p), np.arange(n))
+    fleet.report_lags({("t", 0): 0, ("t", 1): 0})
+    fleet.commit(now_ms=t)
+    ends[1] = 7  # two records more on partition 1, not delivered yet: it is not idle, whatever its state says
+    assert fleet.close() == []
+    ends[1] = 5
+    assert [w.start_ms for w in fleet.close()] == [t + m * WINDOW_S * 1000 for m in range(3)]
+
+
+def test_a_fleet_refuses_to_reload_another_bundle(tmp_path):
+    bundle = make_bundle(tmp_path / "bundle", seed=1)
+    m = Member(fleet_settings(bundle, tmp_path), [], [None], [("t", 0)])
+    before = m.daemon.pipeline.bundle.content_hash
+    make_bundle(tmp_path / "bundle", seed=2)
+    assert m.daemon.reload_bundle() is False
+    assert m.daemon.pipeline.bundle.content_hash == before
+    assert m.daemon.registry.get_sample_value("seqmon_bundle_reloads_total", {"result": "failure"}) == 1
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"kafka.topics": "changelog"}, "state.changelog_topic 'changelog' is also a consumed topic"),
+    ({"kafka.results_topic": "changelog"}, "state.changelog_topic and kafka.results_topic are both 'changelog'"),
+    ({"state.changelog_topic": "no spaces"}, "state.changelog_topic must be a Kafka topic name"),
+    ({"state.changelog_replication_factor": "0"}, "state.changelog_replication_factor must be a positive integer"),
+])
+def test_fleet_settings_are_checked_at_start(bundle_dir, tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        fleet_settings(bundle_dir, tmp_path, **extra)
+
+
+def test_a_replay_of_a_file_is_not_run_in_fleet_mode(bundle_dir, tmp_path):
+    from monitor.source import FileSource
+
+    stream = tmp_path / "stream.csv"
+    stream.write_text(f"timestamp_ms,sequence\n{T0 * 1000},DF 36\n")
+    daemon = Daemon(fleet_settings(bundle_dir, tmp_path), registry=CollectorRegistry(), clock=Clock(T0))
+    with pytest.raises(ConfigError, match="state.changelog_topic .fleet mode. is for the consumer group of seqmon run"):
+        daemon.start(source=FileSource(stream, topic="t"), serve_metrics=False)
+
+
+def test_a_partition_state_of_another_bundle_stops_the_daemon_and_nothing_is_written(bundle_dir, tmp_path):
+    settings = fleet_settings(bundle_dir, tmp_path)
+    log: list = []
+    other = MemoryChangelog(log, "sha256:0ther", settings.window.window_settings())
+    other.write_states([PartitionState("t", 0, next_offset=3)])
+    m = Member(settings, log, [batch(sequences(5, 1), np.full(5, T0 + 1.0))], [("t", 0)])
+    with pytest.raises(StateError, match="key t/0 was written by bundle 'sha256:0ther', this daemon scores with"):
+        m.daemon.run()
+    assert len(log) == 1 and m.source.commits == {} and m.source.closed

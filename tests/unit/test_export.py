@@ -227,6 +227,9 @@ def test_every_exposed_metric_is_documented(registry):
     metrics.set_progress([PartitionProgress(T, 0, START_MS, 0, True)], {T: START_MS, "unstarted": None})
     metrics.set_bundle("h", "c", "p", loaded_at_s=1.0)
     metrics.record_checkpoint(1.0)
+    metrics.record_covered(T, 2)
+    metrics.record_late_after_publication(T, 1)
+    metrics.record_changelog(3, 4096)
 
     docs = {d.name: d for d in METRICS_DOC}
     assert len(docs) == len(METRICS_DOC)
