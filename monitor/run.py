@@ -41,7 +41,7 @@ from monitor.baseline import Baseline
 from monitor.bundle import load_bundle
 from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from monitor.decode import REASONS, decode_json, decode_plain
-from monitor.errors import BundleError, ConfigError, MonitorError
+from monitor.errors import BundleError, ConfigError, KafkaAccessError, MonitorError
 from monitor.offsets import Offsets, key, next_offsets, unkey
 from monitor.partials import CLOSING_PARTITION
 from monitor.pipeline import BatchResult, Pipeline, RecordBatch
@@ -437,9 +437,20 @@ class Daemon:
         self.metrics.record_checkpoint(now)
         self._last_checkpoint = now
         if self.source is not None and offsets:
-            self.source.commit(offsets)
+            self._commit_fleet_offsets(offsets)
         self._emit(self.fleet.close(wall_clock_ms=int(now * 1000) if wall_clock else None), now)
         self._fleet_metrics()
+
+    def _commit_fleet_offsets(self, offsets: dict) -> None:
+        """In fleet mode the group's offsets only show lag: the changelog decides where a partition resumes. So a
+        commit the group refuses in a rebalance (an evicted or departed member: ``UNKNOWN_MEMBER_ID``) is logged, not
+        fatal; a missing right still stops the daemon."""
+        try:
+            self.source.commit(offsets)
+        except KafkaAccessError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (any client's commit error: the state is already in the changelog)
+            log.warning("offset commit refused (the changelog holds the position, so nothing is lost): %s", exc)
 
     def _fleet_metrics(self) -> None:
         """Bring the counters kept by the changelog and the fleet windows into the metrics."""
@@ -460,7 +471,7 @@ class Daemon:
                 self.sink.flush()
             offsets = self.fleet.on_revoke(partitions, now_ms=int(self.clock() * 1000))
             if offsets:
-                self.source.commit(offsets)
+                self._commit_fleet_offsets(offsets)
             self._fleet_metrics()
             self._stop_closing(partitions)
             for topic, partition in partitions:

@@ -530,6 +530,33 @@ def test_a_lost_partition_writes_nothing_and_a_revoked_one_writes_its_state(bund
     assert m.daemon.fleet.windows.owned() == []
 
 
+def test_a_commit_the_group_refuses_in_a_rebalance_does_not_stop_a_fleet_daemon(bundle_dir, tmp_path):
+    """Found on the real broker: a member closing after its eviction had its revoke commit refused (UNKNOWN_MEMBER_ID)
+    and exited 1. In fleet mode the changelog holds the position; the group's offsets only show lag."""
+    from monitor.errors import KafkaAccessError
+
+    settings = fleet_settings(bundle_dir, tmp_path)
+    log: list = []
+    events = [batch(sequences(3, 2), np.full(3, T0 + 2.0), partition=1), Rebalance(revoked=[("t", 1)])]
+    m = Member(settings, log, events, [("t", 1)])
+
+    def refused(offsets):
+        raise RuntimeError("Commit failed: Broker: Unknown member")
+
+    m.source.commit = refused
+    m.step(write=False)
+    written = len(log)
+    assert m.step(write=False)  # the revoke: its state is written, the refused commit only logged
+    assert [k for k, _ in log[written:]] == ["t/1"] and m.daemon.partitions == []
+
+    def not_allowed(offsets):
+        raise KafkaAccessError("Kafka refused: the group needs READ")
+
+    m.source.commit = not_allowed
+    with pytest.raises(KafkaAccessError):  # a missing right still stops the daemon
+        m.daemon._commit_fleet_offsets({("t", 1): 3})
+
+
 def test_a_state_written_idle_before_records_arrived_holds_its_topic_back():
     """The closer checks an idle state against its partition's end offset: a lag of 0 turns stale as soon as a
     producer writes, and an owner that died after reading has left its last state idle."""
