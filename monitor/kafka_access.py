@@ -171,10 +171,17 @@ def built(factory, config: dict):
         threading.Thread(target=build, name="seqmon-kafka-bootstrap", daemon=True).start()
         watch.seen.wait()
         if not done.is_set() and watch.failure is not None:
-            for net in networks:
-                with contextlib.suppress(Exception):
-                    net.close()
-            done.wait(10)  # its last log lines come before the error, not after
+            # Closing the client's network under its own IO loop can make kafka-python log a traceback of its own
+            # ("generator already executing"); the failure is known and said in one line, so its noise stays out.
+            level = kafka_logger.level
+            kafka_logger.setLevel(logging.CRITICAL)
+            try:
+                for net in networks:
+                    with contextlib.suppress(Exception):
+                        net.close()
+                done.wait(10)  # its last log lines come before the error, not after
+            finally:
+                kafka_logger.setLevel(level)
             if "client" in outcome:
                 with contextlib.suppress(Exception):
                     outcome["client"].close()
