@@ -120,6 +120,55 @@ def sparse_mse(n_features: int):
     return loss
 
 
+def _gram_autoencoder(n_features: int, settings: ModelSettings):
+    """The autoencoder for wide inputs, trained without ever reconstructing a row in full.
+
+    It takes sparse rows ``x`` and returns each row's mean squared error, not its reconstruction: with a linear
+    output ``y = hW + b`` (``W`` is k×D, ``h`` the last hidden layer),
+    ``|y|² = h G hᵀ + 2 h·(Wb) + |b|²`` with ``G = W Wᵀ`` (k×k), and ``x·y`` is a gather of ``W``'s columns at
+    ``x``'s stored places, so a batch costs ``O(k²D + B·k² + nnz·k)`` instead of ``O(B·k·D)`` forward and backward
+    and no B×D tensor is ever built; the loss (and so the trained model) is the same up to float rounding. Compiled
+    with a loss that passes each row's error through, so Keras' sample weights, early stopping and history work as on
+    the other paths. ``layer_weights()`` gives the weights in the published model's order.
+    """
+    keras = _keras()
+    import tensorflow as tf  # noqa: PLC0415
+
+    class GramAutoencoder(keras.Model):
+        def __init__(self):
+            super().__init__(name="seqmon_autoencoder_gram")
+            widths = [*settings.hidden, settings.bottleneck, *reversed(settings.hidden)]
+            self.body = [keras.layers.Dense(u, activation=settings.activation) for u in widths]
+            self.out = keras.layers.Dense(n_features)
+            width = n_features
+            for layer in self.body:
+                layer.build((None, width))
+                width = layer.units
+            self.out.build((None, width))
+
+        def call(self, x):
+            h = x
+            for layer in self.body:
+                h = layer(h)
+            kernel, bias = self.out.kernel, self.out.bias
+            gram = tf.matmul(kernel, kernel, transpose_b=True)
+            yy = (tf.reduce_sum(tf.matmul(h, gram) * h, axis=1) + 2.0 * tf.linalg.matvec(h, tf.linalg.matvec(kernel, bias))
+                  + tf.reduce_sum(tf.square(bias)))
+            # x·y = h·(x Wᵀ) + x·b: sparse products, so only the stored places' columns of W are read.
+            xw = tf.sparse.sparse_dense_matmul(x, kernel, adjoint_b=True)
+            xb = tf.sparse.sparse_dense_matmul(x, bias[:, None])[:, 0]
+            xy = tf.reduce_sum(h * xw, axis=1) + xb
+            xx = tf.math.unsorted_segment_sum(tf.square(x.values), x.indices[:, 0], tf.shape(h)[0])
+            return (yy - 2.0 * xy + xx) / float(n_features)
+
+        def layer_weights(self):
+            return [np.asarray(w) for layer in [*self.body, self.out] for w in (layer.kernel, layer.bias)]
+
+    model = GramAutoencoder()
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=lambda _, error: error)
+    return model
+
+
 def _sparse_rows(encoded: Encoded, rows: np.ndarray):
     """Some rows of a CSR batch as a ``tf.SparseTensor`` (indices in row-major order, as TensorFlow wants them)."""
     import tensorflow as tf  # noqa: PLC0415
@@ -134,9 +183,10 @@ def _sparse_rows(encoded: Encoded, rows: np.ndarray):
 
 
 def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weights: np.ndarray | None = None,
-             max_rows: int | None = None, sparse: bool = True):
-    """A Keras PyDataset that makes one batch at a time (input and target are the same rows, sparse or dense), so
-    training memory does not grow with the data. With ``max_rows``, an epoch visits a fresh random sample of that many
+             max_rows: int | None = None, sparse: bool = True, errors_out: bool = False):
+    """A Keras PyDataset that makes one batch at a time (input and target are the same rows, sparse or dense; with
+    ``errors_out``, for a model that returns each row's error, the target is unused zeros), so training memory does
+    not grow with the data. With ``max_rows``, an epoch visits a fresh random sample of that many
     rows: epochs stay short however much data there is, and over epochs every row is seen."""
     keras = _keras()
 
@@ -154,7 +204,8 @@ def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weight
         def __getitem__(self, i):
             rows = np.sort(self.order[i * batch_size : (i + 1) * batch_size])
             x = _sparse_rows(encoded, rows) if sparse else encoded.to_dense(rows)
-            return (x, x) if weights is None else (x, x, weights[rows])
+            y = np.zeros(len(rows), np.float32) if errors_out else x
+            return (x, y) if weights is None else (x, y, weights[rows])
 
         def on_epoch_end(self):
             if shuffle:
@@ -163,11 +214,14 @@ def _batches(encoded: Encoded, batch_size: int, seed: int, shuffle: bool, weight
     return Batches()
 
 
-#: How a model is trained (``tests/bench/bench_train.py`` measures both): ``dense`` batches with Keras' MSE, or
+#: How a model is trained (``tests/bench/bench_train.py`` measures them): ``dense`` batches with Keras' MSE;
 #: ``sparse`` batches: the first layer a gather of weight rows, the loss computed from the stored places, so no dense
-#: input or target matrix is built (the output layer is still computed in full: it dominates the time of wide inputs).
-TRAINING_PATHS = ("dense", "sparse")
-#: Input width from which ``sparse`` replaces ``dense`` (below it, dense batches are faster).
+#: input or target matrix is built (the output layer is still computed in full); ``gram``: sparse batches and the
+#: error from the output layer's Gram matrix (``_gram_autoencoder``), so no row is reconstructed in full either
+#: (linear output only).
+TRAINING_PATHS = ("dense", "sparse", "gram")
+#: Input width from which ``gram`` (or ``sparse``, for a non-linear output) replaces ``dense``; below it, dense
+#: batches are faster.
 SPARSE_FROM_FEATURES = 20_000
 
 
@@ -194,27 +248,31 @@ def train_autoencoder(
 
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
+    linear = settings.output_activation == "linear" and not settings.l1_activity
     if path is None:
-        path = "sparse" if train.n_features >= SPARSE_FROM_FEATURES else "dense"
+        path = ("gram" if linear else "sparse") if train.n_features >= SPARSE_FROM_FEATURES else "dense"
     if path not in TRAINING_PATHS:
         raise ConfigError(f"training path must be one of {', '.join(TRAINING_PATHS)}, got {path!r}")
-    sparse = path == "sparse"
-    model = build_autoencoder(train.n_features, settings, sparse=sparse)
+    if path == "gram" and not linear:
+        raise ConfigError("the gram training path needs a linear output layer without an activity penalty")
+    sparse = path != "dense"
+    model = _gram_autoencoder(train.n_features, settings) if path == "gram" else build_autoencoder(
+        train.n_features, settings, sparse=sparse)
     callbacks = []
     if settings.patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True))
     history = model.fit(
         _batches(train, settings.batch_size, settings.seed, shuffle=True, weights=train_weights,
-                 max_rows=settings.epoch_rows or None, sparse=sparse),
+                 max_rows=settings.epoch_rows or None, sparse=sparse, errors_out=path == "gram"),
         validation_data=_batches(validation, 4096, settings.seed, shuffle=False, weights=validation_weights,
-                                 sparse=sparse),
+                                 sparse=sparse, errors_out=path == "gram"),
         epochs=settings.epochs,
         callbacks=callbacks,
         verbose=verbose,
     )
     # The bundle keeps a plain dense-input model: loadable without custom objects, and what the parity tests pin.
     published = build_autoencoder(train.n_features, settings)
-    published.set_weights(model.get_weights())
+    published.set_weights(model.layer_weights() if path == "gram" else model.get_weights())
     return published, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 

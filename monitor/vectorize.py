@@ -248,6 +248,26 @@ class Encoded:
         return out
 
 
+#: Rows encoded at once by ``Vectorizer.encode`` (training encodes up to a million rows; the daemon's batches are
+#: smaller): 100,000 long log lines take a few hundred MB of intermediates.
+ENCODE_CHUNK_ROWS = 100_000
+
+
+def concatenate(parts: Sequence[Encoded]) -> Encoded:
+    """One batch of the rows of several, in order (all of one vectorizer)."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(p.indices) for p in parts[:-1]])
+    return Encoded(
+        indptr=np.concatenate([parts[0].indptr[:1]] + [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]),
+        indices=np.concatenate([p.indices for p in parts]),
+        data=np.concatenate([p.data for p in parts]),
+        n_features=parts[0].n_features,
+        token_counts=np.concatenate([p.token_counts for p in parts]),
+        oov_counts=np.concatenate([p.oov_counts for p in parts]),
+    )
+
+
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of ``arange(s, s + l)`` for every pair, without a Python loop."""
     total = int(lengths.sum())
@@ -308,7 +328,16 @@ class Vectorizer:
         return ids
 
     def encode(self, sequences: Sequence[str] | pa.Array) -> Encoded:
-        """Encode a batch. Rows with no tokens come out all-zero; callers decide whether that is an error."""
+        """Encode a batch. Rows with no tokens come out all-zero; callers decide whether that is an error.
+
+        A batch of more than ``ENCODE_CHUNK_ROWS`` rows is encoded in chunks of that many, so the intermediate arrays
+        (tokens, ids, positions: several times the size of the result) stay bounded whatever the batch."""
+        if len(sequences) > ENCODE_CHUNK_ROWS:
+            return concatenate([self._encode(sequences[i : i + ENCODE_CHUNK_ROWS])
+                                for i in range(0, len(sequences), ENCODE_CHUNK_ROWS)])
+        return self._encode(sequences)
+
+    def _encode(self, sequences: Sequence[str] | pa.Array) -> Encoded:
         s = self.settings
         tokens = tokenize(sequences, s)
         n = len(tokens.counts)

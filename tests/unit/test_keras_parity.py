@@ -37,15 +37,17 @@ def test_numpy_scorer_matches_model_predict(vec, mod):
 
 
 def test_every_training_path_trains_the_same_model():
-    """The sparse path (first layer a gather, loss from the stored places) trains the dense path's model up to float
-    rounding."""
+    """The sparse path (first layer a gather, loss from the stored places) and the gram path (error from the output
+    layer's Gram matrix, no row reconstructed) train the dense path's model up to float rounding."""
     from monitor.model import sparse_mse, train_autoencoder
 
     vectorizer = Vectorizer.fit(SEQUENCES, VectorizerSettings(encoding="positional", bag="counts", shapes=True,
                                                               length_signal=True, lower=False))
     encoded = vectorizer.encode(SEQUENCES)
     settings = ModelSettings(hidden=(16,), bottleneck=4, epochs=3, patience=0, batch_size=32)
-    models = [train_autoencoder(encoded, encoded, settings, verbose=0, path=p)[0] for p in ("sparse", "dense")]
+    counts = (np.arange(encoded.n_rows) % 3 + 1).astype(np.float32)  # rows stand for 1-3 occurrences each
+    models = [train_autoencoder(encoded, encoded, settings, verbose=0, path=p, train_weights=counts,
+                                validation_weights=counts)[0] for p in ("sparse", "dense", "gram")]
     for other in models[1:]:
         for a, b in zip(models[0].get_weights(), other.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)

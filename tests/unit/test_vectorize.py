@@ -178,3 +178,24 @@ def test_counts_bag_and_validation():
         VectorizerSettings(shapes=True, max_length=None, encoding="counts")
     with pytest.raises(ConfigError, match="min_count"):
         VectorizerSettings(min_count=0)
+
+
+def test_a_large_batch_is_encoded_in_chunks_with_the_same_rows(monkeypatch):
+    """Training encodes up to a million rows at once; chunking bounds the intermediates and changes no row."""
+    import pyarrow as pa
+
+    import monitor.vectorize as vectorize
+
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(40)] + ["core.7156", "0x00ff", "10.0.0.1"]
+    rows = [" ".join(rng.choice(words, rng.integers(0, 9))) for _ in range(1_000)]
+    settings = VectorizerSettings(vocab_size=30, max_length=5, encoding="positional", bag="counts", shapes=True,
+                                  length_signal=True, lower=False)
+    vectorizer = Vectorizer.fit(rows, settings)
+    whole = vectorizer.encode(rows)
+    monkeypatch.setattr(vectorize, "ENCODE_CHUNK_ROWS", 97)
+    for batch in (rows, pa.array(rows)):
+        chunked = vectorizer.encode(batch)
+        for field in ("indptr", "indices", "data", "token_counts", "oov_counts"):
+            np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field), err_msg=field)
+    assert chunked.indptr[-1] == len(chunked.indices) > 1_000
