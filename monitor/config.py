@@ -572,7 +572,7 @@ class MetricsSettings(_Section):
     web_config_file : str
         YAML file in the format of Prometheus' web configuration (``tls_server_config``: ``cert_file``, ``key_file``,
         ``client_auth_type``, ``client_ca_file``; ``basic_auth_users`` with bcrypt hashes), read at start; ``""`` =
-        plain HTTP without authentication.  See :mod:`monitor.web_config`.
+        plain HTTP without authentication.  See :mod:`monitor.export.web_config`.
     """
 
     SECTION: ClassVar[str] = "metrics"

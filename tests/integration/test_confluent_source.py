@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Producer
 from kafka import KafkaProducer
 
-from monitor.confluent_source import ConfluentSource, translate_config
 from monitor.errors import ConfigError
 from monitor.generate import SeedLikeGenerator
 from monitor.pipeline import RecordBatch
+from monitor.source.confluent_source import ConfluentSource, translate_config
 from tests.kafka_broker import create_topic
 
 pytestmark = pytest.mark.slow  # runs a real broker

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from monitor.errors import ConfigError
-from monitor.kafka_source import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSource
+from monitor.source.kafka_source import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSource
 from tests.kafka_broker import create_topic
 
 pytestmark = pytest.mark.slow  # runs a real broker

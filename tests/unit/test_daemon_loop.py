@@ -15,16 +15,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.bundle import load_bundle, save_bundle
-from monitor.changelog import Changelog
-from monitor.checkpoint import read_checkpoint
 from monitor.config import load_settings
+from monitor.daemon.changelog import Changelog
+from monitor.daemon.checkpoint import read_checkpoint
+from monitor.daemon.fleet import FleetWindows
+from monitor.daemon.run import Daemon, Every
 from monitor.errors import ConfigError, StateError
-from monitor.fleet import FleetWindows
+from monitor.export.sink import MemorySink
 from monitor.partials import PartitionState, PartitionWindows, decode_record, parse_key
 from monitor.pipeline import RecordBatch
-from monitor.run import Daemon, Every
 from monitor.score import DenseLayer
-from monitor.sink import MemorySink
 from monitor.source import MemorySource, Rebalance
 from monitor.vectorize import Vectorizer, VectorizerSettings
 from monitor.window import WindowSettings

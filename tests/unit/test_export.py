@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.baseline import Baseline
 from monitor.deviation import DeviationSettings
-from monitor.export import ERROR_BUCKETS, METRICS_DOC, Metrics, metrics_table, serve
+from monitor.export.metrics import ERROR_BUCKETS, METRICS_DOC, Metrics, metrics_table, serve
 from monitor.window import ClosedWindow, PartitionProgress, WindowAggregate
 
 T = "orders"

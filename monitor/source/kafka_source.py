@@ -1,7 +1,7 @@
 """Kafka source on kafka-python: a consumer group handing over ``RecordBatch`` es, with manual offset commits only.
 
-What both Kafka sources share is in ``monitor.kafka_base``; the producer of dead letters and results is
-``monitor.sink.KafkaSink`` (still importable from here).
+What both Kafka sources share is in ``monitor.source.kafka_base``; the producer of dead letters and results is
+``monitor.export.sink.KafkaSink`` (still importable from here).
 
 Threading (kafka-python 3): the client runs its network IO loop on a background thread and calls rebalance listeners
 on that thread, where any blocking client call (commit, committed, position, end_offsets) raises ``RuntimeError``.
@@ -23,11 +23,11 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from monitor import kafka_access
 from monitor.errors import MonitorError
-from monitor.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, forced, sorted_keys
+from monitor.export.sink import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSinkError
 from monitor.pipeline import RecordBatch
-from monitor.sink import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSinkError
+from monitor.source import kafka_access
+from monitor.source.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, forced, sorted_keys
 
 __all__ = [
     "REASON_HEADER", "SOURCE_HEADER", "KafkaSink", "KafkaSinkError", "KafkaSource", "PartitionCallback",

@@ -659,7 +659,7 @@ def serve(
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``registry`` at ``http(s)://host:port/metrics`` from a daemon thread, one thread per request.
 
-    ``web_config_file``: a Prometheus-style web configuration (:mod:`monitor.web_config`) that turns on TLS, client
+    ``web_config_file``: a Prometheus-style web configuration (:mod:`monitor.export.web_config`) that turns on TLS, client
     certificates and basic auth; ``""`` = plain HTTP. ``port`` 0 picks a free port (read it from
     ``server.server_address[1]``). Stop with ``server.shutdown(); server.server_close(); thread.join()``.
     """
@@ -667,7 +667,7 @@ def serve(
     from socketserver import ThreadingMixIn  # noqa: PLC0415
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # noqa: PLC0415
 
-    from monitor.web_config import BasicAuth, load_web_config  # noqa: PLC0415
+    from monitor.export.web_config import BasicAuth, load_web_config  # noqa: PLC0415
 
     web = load_web_config(web_config_file) if web_config_file else None
     app = make_wsgi_app(registry)

@@ -4,7 +4,7 @@
 line, or a CSV / Parquet table with the sequences in one column.
 
 The daemon reads a :class:`Source`: ``FileSource`` (a timestamped CSV) and ``MemorySource`` (batches in memory) here,
-the two Kafka consumer groups in ``monitor.kafka_source`` and ``monitor.confluent_source`` (on ``monitor.kafka_base``).
+the two Kafka consumer groups in ``monitor.source.kafka_source`` and ``monitor.source.confluent_source`` (on ``monitor.source.kafka_base``).
 """
 
 from __future__ import annotations

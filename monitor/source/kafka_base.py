@@ -1,6 +1,6 @@
 """What the two Kafka consumer sources share: subscription and group checks, the rebalance callbacks, seek and commit
-argument checks, lag, and an idempotent close. ``monitor.kafka_source`` (kafka-python) and
-``monitor.confluent_source`` (confluent-kafka) each add the calls of their client library.
+argument checks, lag, and an idempotent close. ``monitor.source.kafka_source`` (kafka-python) and
+``monitor.source.confluent_source`` (confluent-kafka) each add the calls of their client library.
 
 Neither client library is imported here, so the base costs nothing to import.
 """

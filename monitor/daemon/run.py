@@ -1,9 +1,9 @@
 """``seqmon run``: the Kafka daemon. A thin shell: Kafka, files, clocks and signals here; the maths in the pipeline.
 
 The shell's parts: a :class:`monitor.source.Source` hands over record batches and owns the partitions (the Kafka
-consumer groups of ``monitor.kafka_source`` / ``monitor.confluent_source``, a file, or memory);
-:class:`monitor.offsets.Offsets` keeps the next offset of every partition; a :class:`monitor.sink.Sink` takes dead
-letters and results; :class:`monitor.pipeline.Pipeline` decodes, scores and windows; ``monitor.export.Metrics`` and
+consumer groups of ``monitor.source.kafka_source`` / ``monitor.source.confluent_source``, a file, or memory);
+:class:`monitor.daemon.offsets.Offsets` keeps the next offset of every partition; a :class:`monitor.export.sink.Sink` takes dead
+letters and results; :class:`monitor.pipeline.Pipeline` decodes, scores and windows; ``monitor.export.metrics.Metrics`` and
 the checkpoint record what happened. :class:`Daemon` wires them and runs the loop.
 
 One thread owns all running state (windows, offsets, bundle). Signals only raise flags that the loop acts on between
@@ -18,7 +18,7 @@ the first when the daemon died between writing and committing, the second when a
 since.
 
 Fleet mode (``state.changelog_topic`` set): the windows are fleet-wide. Each partition's partial windows and the
-offset they cover live in the changelog topic (:class:`monitor.fleet.FleetWindows`), written every
+offset they cover live in the changelog topic (:class:`monitor.daemon.fleet.FleetWindows`), written every
 ``state.checkpoint_interval_seconds`` and on revocation before the group's offsets are committed; a partition resumes
 where its state says, whichever daemon gets it. The owner of a topic's partition 0 merges the written states, judges
 and publishes each window once; only it reports that topic's window figures. ``state.directory`` is not used.
@@ -39,10 +39,10 @@ import numpy as np
 
 from monitor.baseline import Baseline
 from monitor.bundle import load_bundle
-from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from monitor.daemon.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from monitor.daemon.offsets import Offsets, key, next_offsets, unkey
 from monitor.decode import REASONS, decode_json, decode_plain
 from monitor.errors import BundleError, ConfigError, KafkaAccessError, MonitorError
-from monitor.offsets import Offsets, key, next_offsets, unkey
 from monitor.partials import CLOSING_PARTITION
 from monitor.pipeline import BatchResult, Pipeline, RecordBatch
 from monitor.source import FileSource
@@ -76,7 +76,7 @@ class Daemon:
     def __init__(self, settings, registry=None, clock=time.time):
         from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-        from monitor.export import Metrics  # noqa: PLC0415
+        from monitor.export.metrics import Metrics  # noqa: PLC0415
 
         self.settings = settings
         self.clock = clock
@@ -134,10 +134,10 @@ class Daemon:
 
     def start(self, source=None, sink=None, serve_metrics: bool = True, changelog=None) -> None:
         """Open the source and the sink (the Kafka consumer group and producer of the settings unless a
-        :class:`monitor.source.Source` is given, with an optional :class:`monitor.sink.Sink`) and the metrics server;
-        in fleet mode also the changelog (created if missing, unless a :class:`monitor.changelog.Changelog` is
+        :class:`monitor.source.Source` is given, with an optional :class:`monitor.export.sink.Sink`) and the metrics server;
+        in fleet mode also the changelog (created if missing, unless a :class:`monitor.daemon.changelog.Changelog` is
         given)."""
-        from monitor.export import serve  # noqa: PLC0415
+        from monitor.export.metrics import serve  # noqa: PLC0415
 
         fleet_mode = bool(self.settings.state.changelog_topic)
         if fleet_mode and changelog is None and isinstance(source, FileSource):
@@ -166,12 +166,12 @@ class Daemon:
         log.info("seqmon running: bundle %s, metrics on %s:%d", self.bundle_path, self.settings.metrics.host, self.settings.metrics.port)
 
     def _start_fleet(self, changelog) -> None:
-        from monitor.fleet import FleetWindows  # noqa: PLC0415
+        from monitor.daemon.fleet import FleetWindows  # noqa: PLC0415
         from monitor.partials import PartitionWindows  # noqa: PLC0415
 
         state = self.settings.state
         if changelog is None:
-            from monitor.changelog import Changelog  # noqa: PLC0415
+            from monitor.daemon.changelog import Changelog  # noqa: PLC0415
 
             changelog = Changelog(self.settings.kafka.producer_config(), state.changelog_topic,
                                   self.pipeline.bundle.content_hash, self.window_settings)
@@ -567,12 +567,12 @@ class Daemon:
 def open_kafka(k):
     """The consumer group source of the ``[kafka]`` settings, and a producer sink when a dead-letter or results topic
     is set (else None)."""
-    from monitor.sink import KafkaSink  # noqa: PLC0415
+    from monitor.export.sink import KafkaSink  # noqa: PLC0415
 
     if k.client == "confluent":
-        from monitor.confluent_source import ConfluentSource as source_class  # noqa: PLC0415
+        from monitor.source.confluent_source import ConfluentSource as source_class  # noqa: PLC0415
     else:
-        from monitor.kafka_source import KafkaSource as source_class  # noqa: PLC0415
+        from monitor.source.kafka_source import KafkaSource as source_class  # noqa: PLC0415
     sink = KafkaSink(k.producer_config()) if k.dead_letter_topic or k.results_topic else None
     if sink is not None:  # a missing WRITE right stops the start, not the first dead letter
         sink.check_writable({t: f"kafka.{n}" for n in ("dead_letter_topic", "results_topic") if (t := getattr(k, n))})
@@ -594,7 +594,7 @@ def open_kafka(k):
 
 def cmd_run(args) -> int:
     from monitor.config import load_settings  # noqa: PLC0415
-    from monitor.logs import configure_logging  # noqa: PLC0415
+    from monitor.daemon.logs import configure_logging  # noqa: PLC0415
 
     overrides = list(args.set or [])
     if args.log_format:
