@@ -10,8 +10,8 @@ One thread owns all running state (windows, offsets, bundle). Signals only raise
 batches, and timers (idle closing, bundle watch, checkpoints, lags) are due by the injected clock, checked there too,
 so no lock guards the window state and no record is half-processed when the daemon checkpoints, reloads or stops.
 
-Never lose or double-count: a checkpoint (open windows, the last closed window per topic, and the next offset of
-every partition) is written atomically at every window close, every ``state.checkpoint_interval_seconds``, on a
+Never lose or double-count: a checkpoint (open windows, the last closed window per topic, the next offset of
+every partition, and the bundle that scores them, which a restart must run too) is written atomically at every window close, every ``state.checkpoint_interval_seconds``, on a
 partition revoke and at shutdown; the consumer group's offsets are committed right after, to the same values. On start
 (and on every assignment) a partition resumes at the later of the checkpoint's offset and the group's committed offset:
 the first when the daemon died between writing and committing, the second when another member owned the partition
@@ -33,6 +33,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from monitor.bundle import load_bundle
 from monitor.daemon.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from monitor.daemon.offsets import Offsets, key, next_offsets, unkey
 from monitor.decode import REASONS, decode_json, decode_plain
-from monitor.errors import BundleError, ConfigError, KafkaAccessError, MonitorError
+from monitor.errors import BundleError, ConfigError, KafkaAccessError, MonitorError, StateError
 from monitor.partials import CLOSING_PARTITION
 from monitor.pipeline import BatchResult, Pipeline, RecordBatch
 from monitor.source import FileSource
@@ -52,6 +53,13 @@ log = logging.getLogger("seqmon")
 
 #: Seconds between asking the source for its partitions' lags (a metric, and what makes a caught-up partition idle).
 LAG_INTERVAL_SECONDS = 10
+
+
+def _window_name(window) -> str:
+    """``topic [start, end)`` of a window, in UTC ISO 8601, for a log line."""
+    start, end = (datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                  for ms in (window.start_ms, window.end_ms))
+    return f"{window.topic} [{start}, {end})"
 
 
 class Every:
@@ -95,7 +103,7 @@ class Daemon:
         self._late_after_publication: Counter = Counter()
         checkpoint = None if settings.state.changelog_topic else read_checkpoint(self.state_dir)
         if checkpoint is not None:
-            windower = Windower.from_snapshot(window_settings, checkpoint["windower"])
+            windower = self._restore_windows(checkpoint, bundle.content_hash)
             self.offsets = Offsets.from_snapshot(checkpoint.get("offsets"))
             log.info("restored checkpoint written at %s: %d partitions", checkpoint.get("written_at"), len(self.offsets))
         else:
@@ -129,6 +137,34 @@ class Daemon:
         #: An error raised inside a rebalance callback (where the consumer client would wrap it in its own), raised
         #: again by :meth:`step` before anything else is read or written.
         self._fatal: MonitorError | None = None
+
+    def _restore_windows(self, checkpoint: dict, bundle: str) -> Windower:
+        """The windows of the checkpoint, which names the bundle whose scores they hold. Another bundle's open windows
+        cannot go on (errors of two bundles are not on one scale): refused in one line, or with
+        ``state.on_bundle_change = "discard"`` dropped with their previous windows (the baseline resets on its own).
+        A checkpoint without open windows holds nothing to lose, and only its figures are dropped."""
+        written_by = checkpoint.get("bundle") or None  # None: written before checkpoints named their bundle
+        if written_by is None or written_by == bundle:
+            return Windower.from_snapshot(self.window_settings, checkpoint["windower"], bundle=written_by)
+        windower = Windower.from_snapshot(self.window_settings, checkpoint["windower"])
+        holding = [w for w in windower.open_windows() if w.aggregate.count]
+        if holding and self.settings.state.on_bundle_change != "discard":
+            raise StateError(
+                f"state directory {self.state_dir} holds open windows scored by bundle {written_by}, but "
+                f"{self.bundle_path} is bundle {bundle}, and errors of two bundles are not on one scale: start with "
+                f"bundle {written_by} again, or move or delete {self.state_dir}, or set state.on_bundle_change=discard "
+                "(--set state.on_bundle_change=discard) to drop those windows and start them afresh"
+            )
+        dropped = windower.discard_figures()
+        records = sum(w.aggregate.count for w in dropped)
+        shown = "; ".join(f"{_window_name(w)}: {w.aggregate.count}" for w in dropped[:10])
+        log.warning(
+            "dropped the window state of bundle %s in %s (this daemon scores with bundle %s): %d open window(s) "
+            "holding %d record(s)%s, the previous window of each topic and the baseline; reading resumes at the "
+            "checkpoint's offsets, so those records count in no window", written_by, self.state_dir, bundle,
+            len(dropped), records, f" ({shown}{'; …' if len(dropped) > 10 else ''})" if dropped else "",
+        )
+        return windower
 
     # --- life cycle ------------------------------------------------------------------------------------------------
 
@@ -400,9 +436,9 @@ class Daemon:
             return
         write_checkpoint(self.state_dir, {
             "written_at": now,
-            "windower": self.pipeline.windower.snapshot(),
+            "windower": self.pipeline.windower.snapshot(bundle=self.pipeline.bundle.content_hash or None),
             "offsets": self.offsets.snapshot(),
-            "bundle": self.pipeline.bundle.content_hash,
+            "bundle": self.pipeline.bundle.content_hash,  # the bundle that scores now: a restart must run it
             "baseline": self.baseline.snapshot(),
         })
         self.metrics.record_checkpoint(now)
@@ -555,12 +591,17 @@ class Daemon:
             )
             self.metrics.record_reload(False)
             return False
+        changed = bundle.content_hash != self.pipeline.bundle.content_hash
         self.pipeline.bundle = bundle
         if bundle.content_hash != self.baseline.bundle:  # errors of two bundles are not on one scale
             self.baseline.reset(bundle.content_hash)
         self.metrics.record_reload(True)
         self.metrics.set_bundle(bundle.content_hash, str(bundle.metadata.get("created_at", "")), str(self.bundle_path))
         log.info("bundle reloaded: %s", bundle.content_hash)
+        if changed and self.fleet is None:
+            # The open windows go on with the new bundle: name it in the state directory at once, so a restart
+            # before the next checkpoint runs the bundle that scores now instead of refusing the state.
+            self.checkpoint()
         return True
 
 
