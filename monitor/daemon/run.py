@@ -132,6 +132,7 @@ class Daemon:
         self._last_invalid_log = 0.0
         self.source = None
         self.partitions: list[tuple[str, int]] = []  # assigned by the group, as (topic, partition)
+        self._assignment_changed = False  # reported between batches: counting a topic's partitions may ask Kafka
         self.sink = None
         self._server = None
         #: An error raised inside a rebalance callback (where the consumer client would wrap it in its own), raised
@@ -273,6 +274,8 @@ class Daemon:
         return True
 
     def _between_batches(self, now: float) -> None:
+        if self._assignment_changed:
+            self._report_assignment()
         if self._bundle_watch.due(now):
             self._watch_bundle()
         if self._reload.is_set():
@@ -292,6 +295,28 @@ class Daemon:
             log.warning("invalid records since the last report: %s", dict(self._invalid_since_log))
             self._invalid_since_log.clear()
             self._last_invalid_log = now
+
+    def _report_assignment(self) -> None:
+        """How many of each topic's partitions this daemon reads (gauges). Without a changelog, a topic read here in
+        part has windows of this daemon's share only: one warning per topic and assignment says so."""
+        self._assignment_changed = False
+        mine = Counter(t for t, _ in self.partitions)
+        try:
+            totals = self.source.partition_counts(sorted(mine)) if mine else {}
+        except Exception as e:  # advisory, as lags are: a busy broker must not stop the daemon
+            log.warning("could not read how many partitions %s have: %s", ", ".join(sorted(mine)), e)
+            totals = {}
+        self.metrics.set_partitions(mine, totals)
+        if self.fleet is not None:
+            return
+        for topic, count in sorted(mine.items()):
+            if count < totals.get(topic, 0):
+                log.warning(
+                    "topic %s: this daemon reads %d of its %d partitions (other members of consumer group %s read the "
+                    "rest), so its windows and their figures, shift and decision cover those %d only; set "
+                    "state.changelog_topic on every member for fleet-wide windows",
+                    topic, count, totals[topic], self.settings.kafka.group_id, count,
+                )
 
     def report_lags(self, now: float) -> None:
         """Tell the windower how far behind each assigned partition is: a caught-up partition stops holding its
@@ -500,6 +525,7 @@ class Daemon:
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
+        self._assignment_changed = True
         if self.fleet is not None:
             if self._fatal is not None:
                 return
@@ -531,6 +557,7 @@ class Daemon:
             self._on_revoke(partitions)
             return
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
+        self._assignment_changed = True
         self.fleet.on_lost(partitions)
         self._stop_closing(partitions)
         for topic, partition in partitions:
@@ -558,6 +585,7 @@ class Daemon:
             self.pipeline.windower.assign(partitions, now_ms=int(self.clock() * 1000))
         self._last_lag = -math.inf  # ask for lags at the next pause: an empty partition is then idle at once
         self.partitions = sorted(set(self.partitions) | set(partitions))
+        self._assignment_changed = True
         for topic in {t for t, _ in partitions}:
             self.metrics.init_topic(topic, REASONS)
         log.info("assigned %s", ", ".join(key(t, p) for t, p in partitions) or "nothing")

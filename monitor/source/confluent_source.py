@@ -347,5 +347,9 @@ class ConfluentSource(KafkaSourceBase):
             (t, p): self._consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5, cached=False)[1] for t, p in keys
         }
 
+    def _partition_count(self, topic: str) -> int:
+        found = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
+        return 0 if found is None or found.error is not None else len(found.partitions)
+
     def _close(self) -> None:
         self._consumer.close()

@@ -227,6 +227,9 @@ class KafkaSource(KafkaSourceBase):
         ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in keys])
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
+    def _partition_count(self, topic: str) -> int:
+        return len(self._consumer.partitions_for_topic(topic))
+
     def _close(self) -> None:
         # What on_revoke raises during close is raised here as a KafkaError, after the consumer is closed.
         try:

@@ -135,6 +135,7 @@ def test_poll_reads_every_record_once_with_its_metadata_and_lag_is_zero(kafka_bo
         assert source.assignment() == [(topic, p) for p in range(N_PARTITIONS)]
         assert source.positions() == {(topic, p): next_offset[p] for p in range(N_PARTITIONS)}
         assert source.lag() == {(topic, p): 0 for p in range(N_PARTITIONS)}
+        assert source.partition_counts([topic, "no-such-topic"]) == {topic: N_PARTITIONS}
     finally:
         source.close()
         source.close()  # idempotent

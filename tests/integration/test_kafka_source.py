@@ -126,6 +126,7 @@ def test_every_record_arrives_once_with_its_timestamp_partition_and_offset(kafka
         assert source.assignment() == sorted(ends)
         assert source.positions() == ends
         assert source.lag() == {key: 0 for key in ends}
+        assert source.partition_counts([topic, "no-such-topic"]) == {topic: N_PARTITIONS}
     finally:
         source.close()
 

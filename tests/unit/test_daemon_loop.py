@@ -343,6 +343,32 @@ def test_seqmon_run_refuses_the_state_of_another_bundle_with_one_line_and_exit_2
     assert len(lines) == 1 and lines[0].startswith(f"seqmon: error: state directory {state} "), out.stderr
 
 
+def test_a_daemon_reading_part_of_a_topic_says_its_windows_are_its_share(bundle_dir, tmp_path, caplog):
+    events = [minute_batches(1, 20, seed=1)[0], None, Rebalance(assigned=[("t", 2)]),
+              Rebalance(assigned=[("t", 3), ("t", 4), ("t", 5)]), None]
+    source = MemorySource(events, assignment=[("t", 0), ("t", 1)], ends=False, partitions={"t": 6})
+    daemon = started(settings_for(bundle_dir, tmp_path / "state"), source)
+
+    def shares():
+        return [r.getMessage() for r in caplog.records if "this daemon reads" in r.getMessage()]
+
+    def gauges():
+        return tuple(daemon.registry.get_sample_value(name, {"topic": "t"})
+                     for name in ("seqmon_partitions_assigned", "seqmon_topic_partitions"))
+
+    with caplog.at_level("WARNING", logger="seqmon"):
+        daemon.step()
+        daemon.step()  # the same assignment: no second warning
+        assert len(shares()) == 1 and gauges() == (2, 6)
+        assert "topic t: this daemon reads 2 of its 6 partitions" in shares()[0]
+        assert "consumer group seqmon" in shares()[0] and "state.changelog_topic" in shares()[0]
+        daemon.step()
+        assert len(shares()) == 2 and "reads 3 of its 6" in shares()[1] and gauges() == (3, 6)
+        daemon.step()  # now all of them: the windows are the whole topic's
+        daemon.step()
+        assert len(shares()) == 2 and gauges() == (6, 6)
+
+
 def test_the_daemon_tests_run_without_tensorflow():
     """Run this file's other tests in a fresh interpreter, then look at what it imported."""
     root = Path(__file__).resolve().parents[2]
@@ -571,6 +597,17 @@ def test_a_fleet_daemon_counts_and_reports_what_it_publishes(bundle_dir, tmp_pat
         sizes[("t", int(b.partitions[0]))] += len(b)
     assert a.source.commits == dict(sizes)
     assert not (tmp_path / "unused").exists()  # the state directory is not used in fleet mode
+
+
+def test_a_fleet_daemon_reading_part_of_a_topic_counts_its_partitions_without_a_warning(bundle_dir, tmp_path,
+                                                                                          caplog):
+    with caplog.at_level("WARNING", logger="seqmon"):
+        a = Member(fleet_settings(bundle_dir, tmp_path), [], uneven_stream(seed=6), [("t", 0), ("t", 1)])
+        a.step()
+    assert not [r for r in caplog.records if "this daemon reads" in r.getMessage()]  # its windows are fleet-wide
+    reg = a.daemon.registry
+    assert reg.get_sample_value("seqmon_partitions_assigned", {"topic": "t"}) == 2
+    assert reg.get_sample_value("seqmon_topic_partitions", {"topic": "t"}) == FLEET_PARTITIONS
 
 
 def test_a_restored_partition_resumes_at_its_state_and_invalid_records_are_covered(bundle_dir, tmp_path):
