@@ -362,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     # Commands that live in their own modules; registering them imports no heavy library.
-    from monitor import bench, demo, run  # noqa: PLC0415
+    from monitor import bench, demo  # noqa: PLC0415
+    from monitor.daemon import run  # noqa: PLC0415
 
     bench.register(sub)
     demo.register(sub)

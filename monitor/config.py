@@ -62,6 +62,7 @@ _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _RECORD_FORMATS = ("plain", "json")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _KAFKA_CLIENTS = ("kafka-python", "confluent")
+_BUNDLE_CHANGES = ("refuse", "discard")
 
 
 def _error(message: str, *keys: str) -> ConfigError:
@@ -537,6 +538,10 @@ class StateSettings(_Section):
         daemon's own, checkpointed in ``directory``.  One topic per consumer group; created if missing.
     changelog_replication_factor : int
         Replication factor the changelog topic is created with (an existing topic keeps its own).
+    on_bundle_change : str
+        What a daemon started with another bundle than the one whose scores the checkpoint's open windows hold does:
+        ``"refuse"`` (stop with one line naming both bundles) or ``"discard"`` (drop those windows, the previous
+        windows and the baseline, log what was dropped, and resume at the checkpoint's offsets).
     """
 
     SECTION: ClassVar[str] = "state"
@@ -545,6 +550,7 @@ class StateSettings(_Section):
     checkpoint_interval_seconds: int = 60
     changelog_topic: str = ""
     changelog_replication_factor: int = 1
+    on_bundle_change: str = "refuse"
 
     def __post_init__(self) -> None:
         self._str("directory", nonempty=True)
@@ -557,6 +563,7 @@ class StateSettings(_Section):
                 "state.changelog_topic",
             )
         self._int("changelog_replication_factor", 1)
+        self._choice("on_bundle_change", _BUNDLE_CHANGES)
 
 
 @dataclass(frozen=True)
@@ -572,7 +579,7 @@ class MetricsSettings(_Section):
     web_config_file : str
         YAML file in the format of Prometheus' web configuration (``tls_server_config``: ``cert_file``, ``key_file``,
         ``client_auth_type``, ``client_ca_file``; ``basic_auth_users`` with bcrypt hashes), read at start; ``""`` =
-        plain HTTP without authentication.  See :mod:`monitor.web_config`.
+        plain HTTP without authentication.  See :mod:`monitor.export.web_config`.
     """
 
     SECTION: ClassVar[str] = "metrics"

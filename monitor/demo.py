@@ -23,7 +23,7 @@ def replay_daemon(
     settings_overrides: tuple[str, ...] = (),
     state_dir: str | Path | None = None,
 ):
-    """Run the daemon (:class:`monitor.run.Daemon`) over a timestamped CSV to its end; it holds the closed windows,
+    """Run the daemon (:class:`monitor.daemon.run.Daemon`) over a timestamped CSV to its end; it holds the closed windows,
     assessed, in ``closed_windows``, and its registry.  State goes to ``state_dir`` when given: a later replay of the
     same (grown) file with the same state resumes after the rows already counted, with the windows still open then;
     otherwise to a temporary directory, and the replay is one-shot."""
@@ -33,7 +33,7 @@ def replay_daemon(
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from monitor.config import load_settings  # noqa: PLC0415
-    from monitor.run import Daemon  # noqa: PLC0415
+    from monitor.daemon.run import Daemon  # noqa: PLC0415
     from monitor.source import FileSource  # noqa: PLC0415
 
     source = FileSource(stream, topic=topic, final=state_dir is None)

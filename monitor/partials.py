@@ -5,7 +5,7 @@ Several daemons in one consumer group each read some partitions of a topic.  Eac
 :class:`PartitionState`: the partial windows of that partition (a :class:`~monitor.window.WindowAggregate` per open
 window: sums and an error sketch, so merging is exact), its newest event time and **the next offset the state
 covers**.  State and offset are one value, written as one record to a compacted changelog topic keyed
-``<topic>/<partition>`` (:mod:`monitor.changelog`); whichever daemon is assigned the partition restores the latest
+``<topic>/<partition>`` (:mod:`monitor.daemon.changelog`); whichever daemon is assigned the partition restores the latest
 record and seeks to its offset, so every record of the partition is either in the state or read again after it,
 never both.
 

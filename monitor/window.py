@@ -974,6 +974,20 @@ class Windower:
             for start, aggregate in sorted(self._topics[name].open.items())
         ]
 
+    def discard_figures(self) -> list[OpenWindow]:
+        """Drop every figure and keep the event-time progress; return the open windows dropped, ordered by
+        ``(topic, start_ms)``.
+
+        For a state whose errors are of another bundle: the open windows and each topic's last closed window (what
+        the next one would be compared with) go; watermarks, how far windows are closed and the partitions' newest
+        event times stay, so no closed window opens again and a record late before is late still.  A window that was
+        open starts again empty and holds only the records added from now on."""
+        dropped = self.open_windows()
+        for state in self._topics.values():
+            state.open = {}
+            state.last_closed = None
+        return dropped
+
     def snapshot(self, bundle: str | None = None) -> dict[str, Any]:
         """JSON-safe state; :meth:`from_snapshot` continues exactly where this left off.
 

@@ -6,7 +6,7 @@
 
 The JSON is committed and provisioned into Grafana from deploy/grafana/provisioning/dashboards/seqmon.yml;
 tests/unit/test_deploy.py fails when it differs from what this script builds, and when a query names a metric
-that monitor/export.py does not export. Edit this file, never the JSON.
+that monitor/export/metrics.py does not export. Edit this file, never the JSON.
 
 Every panel queries the Prometheus data source picked by the ``datasource`` variable (the provisioned one has
 uid ``prometheus``) and is filtered by the ``topic`` variable.  The ``seqmon_window_*`` gauges change once per

@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from monitor.config import load_settings  # noqa: E402
+from monitor.daemon.run import Daemon  # noqa: E402
 from monitor.generate import SeedLikeGenerator  # noqa: E402
-from monitor.run import Daemon  # noqa: E402
 from tests.kafka_broker import create_topic, free_port, start_broker, stop_broker  # noqa: E402
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from monitor.baseline import Baseline  # noqa: E402
 from monitor.bundle import load_bundle  # noqa: E402
-from monitor.checkpoint import write_checkpoint  # noqa: E402
+from monitor.daemon.checkpoint import write_checkpoint  # noqa: E402
 from monitor.deviation import DeviationSettings  # noqa: E402
 from monitor.generate import SeedLikeGenerator  # noqa: E402
 from monitor.pipeline import Pipeline, RecordBatch  # noqa: E402

@@ -5,10 +5,10 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.checkpoint import read_checkpoint
 from monitor.config import load_settings
+from monitor.daemon.checkpoint import read_checkpoint
+from monitor.daemon.run import Daemon
 from monitor.generate import SeedLikeGenerator
-from monitor.run import Daemon
 from monitor.source import FileSource
 from monitor.train import preset, train_bundle
 

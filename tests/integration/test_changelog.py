@@ -3,7 +3,7 @@ another bundle; and a 6-partition timed stream read by one owner against three (
 replaced, one added mid-stream, the closing owner moved), each restoring state from the changelog and seeking to its
 offset, with the windows published on a results topic: the same windows, each published once.
 
-The owners here (``monitor.fleet.FleetWindows`` beside a consumer) assign partitions by hand instead of through a
+The owners here (``monitor.daemon.fleet.FleetWindows`` beside a consumer) assign partitions by hand instead of through a
 consumer group: what is tested is that the state in the changelog, and the offsets in it, are enough to move a
 partition; the group protocol is the daemon's part."""
 
@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from monitor.changelog import Changelog, ChangelogError
+from monitor.daemon.changelog import Changelog, ChangelogError
+from monitor.daemon.fleet import FleetWindows
 from monitor.errors import StateError
-from monitor.fleet import FleetWindows
+from monitor.export.sink import KafkaSink
 from monitor.partials import PartitionState, PartitionWindows, TopicMarker
-from monitor.sink import KafkaSink
 from monitor.window import WindowAggregate, WindowSettings
 from tests.kafka_broker import create_topic
 

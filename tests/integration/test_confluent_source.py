@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Producer
 from kafka import KafkaProducer
 
-from monitor.confluent_source import ConfluentSource, translate_config
 from monitor.errors import ConfigError
 from monitor.generate import SeedLikeGenerator
 from monitor.pipeline import RecordBatch
+from monitor.source.confluent_source import ConfluentSource, translate_config
 from tests.kafka_broker import create_topic
 
 pytestmark = pytest.mark.slow  # runs a real broker
@@ -135,6 +135,7 @@ def test_poll_reads_every_record_once_with_its_metadata_and_lag_is_zero(kafka_bo
         assert source.assignment() == [(topic, p) for p in range(N_PARTITIONS)]
         assert source.positions() == {(topic, p): next_offset[p] for p in range(N_PARTITIONS)}
         assert source.lag() == {(topic, p): 0 for p in range(N_PARTITIONS)}
+        assert source.partition_counts([topic, "no-such-topic"]) == {topic: N_PARTITIONS}
     finally:
         source.close()
         source.close()  # idempotent

@@ -21,8 +21,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from monitor.config import load_settings
+from monitor.daemon.run import Daemon
 from monitor.generate import SeedLikeGenerator
-from monitor.run import Daemon
 from tests.kafka_broker import create_topic, free_port
 
 pytestmark = pytest.mark.slow

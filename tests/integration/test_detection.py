@@ -77,7 +77,7 @@ def test_bundle_reload_keeps_the_old_bundle_when_the_new_one_is_broken(bundle, t
     from prometheus_client import CollectorRegistry
 
     from monitor.config import load_settings
-    from monitor.run import Daemon
+    from monitor.daemon.run import Daemon
 
     path = tmp_path / "bundle"
     shutil.copytree(bundle.path, path)

@@ -32,8 +32,8 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from monitor.bundle import load_bundle
-from monitor.changelog import Changelog
 from monitor.config import load_settings
+from monitor.daemon.changelog import Changelog
 from monitor.generate import SeedLikeGenerator
 from tests.kafka_broker import create_topic, free_port
 

@@ -12,7 +12,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from monitor.errors import ConfigError
-from monitor.kafka_source import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSource
+from monitor.source.kafka_source import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSource
 from tests.kafka_broker import create_topic
 
 pytestmark = pytest.mark.slow  # runs a real broker
@@ -126,6 +126,7 @@ def test_every_record_arrives_once_with_its_timestamp_partition_and_offset(kafka
         assert source.assignment() == sorted(ends)
         assert source.positions() == ends
         assert source.lag() == {key: 0 for key in ends}
+        assert source.partition_counts([topic, "no-such-topic"]) == {topic: N_PARTITIONS}
     finally:
         source.close()
 

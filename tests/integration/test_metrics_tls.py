@@ -20,7 +20,7 @@ import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from monitor.export import Metrics, serve
+from monitor.export.metrics import Metrics, serve
 from tests.integration.test_prometheus import Proc, PrometheusServer, _ready, wait_for
 from tests.kafka_broker import free_port
 

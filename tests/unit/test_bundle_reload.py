@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from monitor.bundle import load_bundle, save_bundle
 from monitor.config import load_settings
+from monitor.daemon.run import Daemon
 from monitor.errors import BundleError
-from monitor.run import Daemon
 from monitor.score import DenseLayer
 from monitor.vectorize import Vectorizer, VectorizerSettings
 

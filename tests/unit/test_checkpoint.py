@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from monitor.daemon.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
 from monitor.errors import StateError
 
 

@@ -15,16 +15,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.bundle import load_bundle, save_bundle
-from monitor.changelog import Changelog
-from monitor.checkpoint import read_checkpoint
 from monitor.config import load_settings
+from monitor.daemon.changelog import Changelog
+from monitor.daemon.checkpoint import read_checkpoint
+from monitor.daemon.fleet import FleetWindows
+from monitor.daemon.run import Daemon, Every
 from monitor.errors import ConfigError, StateError
-from monitor.fleet import FleetWindows
+from monitor.export.sink import MemorySink
 from monitor.partials import PartitionState, PartitionWindows, decode_record, parse_key
 from monitor.pipeline import RecordBatch
-from monitor.run import Daemon, Every
 from monitor.score import DenseLayer
-from monitor.sink import MemorySink
 from monitor.source import MemorySource, Rebalance
 from monitor.vectorize import Vectorizer, VectorizerSettings
 from monitor.window import WindowSettings
@@ -267,6 +267,108 @@ def test_the_bundle_watch_reloads_a_changed_bundle_on_the_clock(tmp_path):
     assert daemon.registry.get_sample_value("seqmon_bundle_reloads_total", {"result": "success"}) == 1
 
 
+def _interrupted(bundle, state, batches) -> Daemon:
+    """A daemon that read ``batches`` and stopped (the input only paused), its last window open in the checkpoint."""
+    daemon = started(settings_for(bundle, state), MemorySource(batches, assignment=[("t", 0)], final=False))
+    daemon.run()
+    return daemon
+
+
+def test_a_checkpoint_of_another_bundle_stops_the_daemon_in_one_line(bundle_dir, tmp_path):
+    state = tmp_path / "state"
+    _interrupted(bundle_dir, state, minute_batches(2, 50, seed=11))
+    retrained = make_bundle(tmp_path / "retrained", seed=3)
+    old, new = load_bundle(bundle_dir).content_hash, load_bundle(retrained).content_hash
+    assert read_checkpoint(state)["bundle"] == read_checkpoint(state)["windower"]["bundle"] == old
+    with pytest.raises(StateError) as refused:
+        Daemon(settings_for(retrained, state), registry=CollectorRegistry(), clock=Clock(T0))
+    message = str(refused.value)
+    assert "\n" not in message
+    for part in (f"state directory {state} ", old, new, f"start with bundle {old} again", f"move or delete {state}",
+                 "--set state.on_bundle_change=discard"):
+        assert part in message
+    assert read_checkpoint(state)["bundle"] == old  # left as it was
+
+
+def test_discarding_the_state_of_another_bundle_keeps_offsets_and_closed_windows(bundle_dir, tmp_path, caplog):
+    state = tmp_path / "state"
+    batches = minute_batches(4, 50, seed=11)
+    _interrupted(bundle_dir, state, batches[:2])  # window 0 closed, window 1 open with 50 records
+    retrained = make_bundle(tmp_path / "retrained", seed=3)
+    old, new = load_bundle(bundle_dir).content_hash, load_bundle(retrained).content_hash
+    source = MemorySource(batches, assignment=[("t", 0)])
+    with caplog.at_level("WARNING", logger="seqmon"):
+        daemon = started(settings_for(retrained, state, **{"state.on_bundle_change": "discard"}), source)
+    dropped = [r.getMessage() for r in caplog.records if "dropped the window state" in r.getMessage()]
+    assert len(dropped) == 1
+    assert old in dropped[0] and new in dropped[0] and "1 open window(s) holding 50 record(s)" in dropped[0]
+    assert daemon.pipeline.windower.open_windows() == [] and daemon.baseline.snapshot()["topics"] == {}
+    daemon.run()
+    # Reading resumed at the checkpoint's offset: window 1 starts again empty, window 0 is not published again.
+    assert [w.start_ms for w in daemon.closed_windows] == [(T0 + m * WINDOW_S) * 1000 for m in (1, 2, 3)]
+    assert [w.figures()["count"] for w in daemon.closed_windows] == [0, 50, 50]
+    assert daemon.closed_windows[0].previous is None  # the old bundle's window is no reference for the new one
+    assert source.commits == {("t", 0): 200}
+    assert read_checkpoint(state)["bundle"] == read_checkpoint(state)["windower"]["bundle"] == new
+
+
+def test_a_reload_names_the_new_bundle_in_the_checkpoint_at_once(tmp_path):
+    path = make_bundle(tmp_path / "bundle", seed=1)
+    state = tmp_path / "state"
+    source = MemorySource([*minute_batches(2, 50, seed=13), None], assignment=[("t", 0)], ends=False)
+    daemon = started(settings_for(path, state), source)
+    daemon.step()
+    daemon.step()  # window 0 closed, window 1 open
+    make_bundle(path, seed=2)
+    daemon._reload.set()
+    daemon.step()
+    new = load_bundle(path).content_hash
+    checkpoint = read_checkpoint(state)
+    assert checkpoint["bundle"] == checkpoint["windower"]["bundle"] == new
+    # Killed here: a restart on the bundle now in place carries the open window on, as the reload did.
+    again = Daemon(settings_for(path, state), registry=CollectorRegistry(), clock=Clock(T0))
+    assert [w.aggregate.count for w in again.pipeline.windower.open_windows()] == [50]
+
+
+def test_seqmon_run_refuses_the_state_of_another_bundle_with_one_line_and_exit_2(bundle_dir, tmp_path):
+    state = tmp_path / "state"
+    _interrupted(bundle_dir, state, minute_batches(2, 20, seed=17))
+    retrained = make_bundle(tmp_path / "retrained", seed=3)
+    sets = [f"model.bundle={retrained}", f"state.directory={state}", "kafka.topics=t",
+            f"window.size_seconds={WINDOW_S}", "kafka.bootstrap_servers=127.0.0.1:9"]  # never reached: refused first
+    out = subprocess.run([sys.executable, "-m", "monitor.cli", "run", *[a for s in sets for a in ("--set", s)]],
+                         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"seqmon: error: state directory {state} "), out.stderr
+
+
+def test_a_daemon_reading_part_of_a_topic_says_its_windows_are_its_share(bundle_dir, tmp_path, caplog):
+    events = [minute_batches(1, 20, seed=1)[0], None, Rebalance(assigned=[("t", 2)]),
+              Rebalance(assigned=[("t", 3), ("t", 4), ("t", 5)]), None]
+    source = MemorySource(events, assignment=[("t", 0), ("t", 1)], ends=False, partitions={"t": 6})
+    daemon = started(settings_for(bundle_dir, tmp_path / "state"), source)
+
+    def shares():
+        return [r.getMessage() for r in caplog.records if "this daemon reads" in r.getMessage()]
+
+    def gauges():
+        return tuple(daemon.registry.get_sample_value(name, {"topic": "t"})
+                     for name in ("seqmon_partitions_assigned", "seqmon_topic_partitions"))
+
+    with caplog.at_level("WARNING", logger="seqmon"):
+        daemon.step()
+        daemon.step()  # the same assignment: no second warning
+        assert len(shares()) == 1 and gauges() == (2, 6)
+        assert "topic t: this daemon reads 2 of its 6 partitions" in shares()[0]
+        assert "consumer group seqmon" in shares()[0] and "state.changelog_topic" in shares()[0]
+        daemon.step()
+        assert len(shares()) == 2 and "reads 3 of its 6" in shares()[1] and gauges() == (3, 6)
+        daemon.step()  # now all of them: the windows are the whole topic's
+        daemon.step()
+        assert len(shares()) == 2 and gauges() == (6, 6)
+
+
 def test_the_daemon_tests_run_without_tensorflow():
     """Run this file's other tests in a fresh interpreter, then look at what it imported."""
     root = Path(__file__).resolve().parents[2]
@@ -495,6 +597,17 @@ def test_a_fleet_daemon_counts_and_reports_what_it_publishes(bundle_dir, tmp_pat
         sizes[("t", int(b.partitions[0]))] += len(b)
     assert a.source.commits == dict(sizes)
     assert not (tmp_path / "unused").exists()  # the state directory is not used in fleet mode
+
+
+def test_a_fleet_daemon_reading_part_of_a_topic_counts_its_partitions_without_a_warning(bundle_dir, tmp_path,
+                                                                                          caplog):
+    with caplog.at_level("WARNING", logger="seqmon"):
+        a = Member(fleet_settings(bundle_dir, tmp_path), [], uneven_stream(seed=6), [("t", 0), ("t", 1)])
+        a.step()
+    assert not [r for r in caplog.records if "this daemon reads" in r.getMessage()]  # its windows are fleet-wide
+    reg = a.daemon.registry
+    assert reg.get_sample_value("seqmon_partitions_assigned", {"topic": "t"}) == 2
+    assert reg.get_sample_value("seqmon_topic_partitions", {"topic": "t"}) == FLEET_PARTITIONS
 
 
 def test_a_restored_partition_resumes_at_its_state_and_invalid_records_are_covered(bundle_dir, tmp_path):

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from monitor.config import load_settings
-from monitor.export import METRICS_DOC
+from monitor.export.metrics import METRICS_DOC
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -160,7 +160,7 @@ def test_dashboard_queries_name_only_exported_metrics(dashboard):
             if ":" in name and name.startswith("seqmon:") and (name in recorded or not RULES_DIR.is_dir()):
                 continue  # a recording rule of deploy/prometheus/rules
             unknown.setdefault(name, expr)
-    assert not unknown, f"queries name metrics monitor/export.py does not export: {unknown}"
+    assert not unknown, f"queries name metrics monitor/export/metrics.py does not export: {unknown}"
 
 
 # Grafana's variables, replaced by something of the same kind so promtool can parse the query.

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.baseline import Baseline
 from monitor.deviation import DeviationSettings
-from monitor.export import ERROR_BUCKETS, METRICS_DOC, Metrics, metrics_table, serve
+from monitor.export.metrics import ERROR_BUCKETS, METRICS_DOC, Metrics, metrics_table, serve
 from monitor.window import ClosedWindow, PartitionProgress, WindowAggregate
 
 T = "orders"
@@ -216,6 +216,17 @@ def test_reloads_checkpoints_and_lag(registry, metrics):
     assert value(registry, "seqmon_partition_idle", topic=T, partition="0") is None
 
 
+def test_partitions_read_per_topic_and_the_series_of_topics_no_longer_read_go(metrics, registry):
+    metrics.set_partitions({T: 2, "other": 1}, {T: 6})  # the cluster did not say how many "other" has
+    assert value(registry, "seqmon_partitions_assigned", topic=T) == 2
+    assert value(registry, "seqmon_topic_partitions", topic=T) == 6
+    assert value(registry, "seqmon_partitions_assigned", topic="other") == 1
+    assert value(registry, "seqmon_topic_partitions", topic="other") is None
+    metrics.set_partitions({T: 3}, {T: 6})
+    assert value(registry, "seqmon_partitions_assigned", topic=T) == 3
+    assert value(registry, "seqmon_partitions_assigned", topic="other") is None
+
+
 def test_every_exposed_metric_is_documented(registry):
     metrics = Metrics(registry)  # with process metrics: they must be the only undocumented families
     metrics.record_batch(T, 1, np.array([0.1]), 0, 0, {"decode": 1}, 0.01)
@@ -224,6 +235,7 @@ def test_every_exposed_metric_is_documented(registry):
     metrics.record_closed_window(window, 1.0)
     metrics.set_deviation_thresholds(DeviationSettings())
     metrics.set_lag(T, 0, 1)
+    metrics.set_partitions({T: 1}, {T: 2})
     metrics.set_progress([PartitionProgress(T, 0, START_MS, 0, True)], {T: START_MS, "unstarted": None})
     metrics.set_bundle("h", "c", "p", loaded_at_s=1.0)
     metrics.record_checkpoint(1.0)

@@ -303,7 +303,7 @@ def test_a_lag_query_that_times_out_does_not_stop_the_daemon(bundle, tmp_path, c
     from prometheus_client import CollectorRegistry
 
     from monitor.config import load_settings
-    from monitor.run import Daemon
+    from monitor.daemon.run import Daemon
     from monitor.source import FileSource
 
     class BusyBroker(FileSource):

@@ -8,9 +8,9 @@ import pytest
 from confluent_kafka import KafkaError
 from kafka import errors as kafka_errors
 
-from monitor import kafka_access
-from monitor.confluent_source import _access_error
 from monitor.errors import KafkaAccessError, MonitorError
+from monitor.source import kafka_access
+from monitor.source.confluent_source import _access_error
 
 CONFIG = {
     "security_protocol": "SASL_SSL",
@@ -78,7 +78,7 @@ def test_the_watch_catches_a_failed_login_from_the_client_log():
 def test_a_bootstrap_timeout_is_one_line_naming_the_servers_and_never_the_password():
     from kafka import errors
 
-    from monitor.kafka_access import built
+    from monitor.source.kafka_access import built
 
     class NoBrokerAnswers:  # what kafka-python's consumer does when no broker answers within bootstrap_timeout_ms
         DEFAULT_CONFIG: dict = {}
@@ -96,7 +96,7 @@ def test_connections_closed_during_a_sasl_login_are_a_failed_login():
     """kafka-python 3 may read the broker's close before its error response, every time until the bootstrap timeout."""
     from kafka import errors
 
-    from monitor.kafka_access import built
+    from monitor.source.kafka_access import built
 
     class ClosedAtLogin:
         DEFAULT_CONFIG: dict = {}

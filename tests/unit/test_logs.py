@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from monitor.config import load_settings
+from monitor.daemon.logs import JsonFormatter, configure_logging
 from monitor.errors import ConfigError
-from monitor.logs import JsonFormatter, configure_logging
 
 
 def record(msg, *args, exc_info=None, **extra):

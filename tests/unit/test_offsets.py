@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from monitor.confluent_source import ConfluentSource
-from monitor.kafka_source import KafkaSource
-from monitor.offsets import Offsets, next_offsets
+from monitor.daemon.offsets import Offsets, next_offsets
 from monitor.pipeline import RecordBatch
 from monitor.source import FileSource, MemorySource, Rebalance, Source
+from monitor.source.confluent_source import ConfluentSource
+from monitor.source.kafka_source import KafkaSource
 
 
 def batch(topics, partitions, offsets):

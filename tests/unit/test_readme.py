@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from monitor.cli import build_parser
-from monitor.export import METRICS_DOC
+from monitor.export.metrics import METRICS_DOC
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 

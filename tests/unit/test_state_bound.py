@@ -8,10 +8,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from monitor.bundle import save_bundle
-from monitor.checkpoint import read_checkpoint
 from monitor.config import load_settings
+from monitor.daemon.checkpoint import read_checkpoint
+from monitor.daemon.run import Daemon
 from monitor.pipeline import RecordBatch
-from monitor.run import Daemon
 from monitor.score import DenseLayer
 from monitor.vectorize import Vectorizer, VectorizerSettings
 from monitor.window import Windower, WindowSettings

@@ -10,7 +10,7 @@ import bcrypt
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.web_config import BasicAuth, load_web_config
+from monitor.export.web_config import BasicAuth, load_web_config
 
 
 @pytest.fixture(scope="module")

@@ -273,6 +273,18 @@ def test_late_record_is_masked_and_not_counted():
     assert open_window.aggregate.weighted_error == 5.0  # the late 9.0s are not in it
 
 
+def test_discarded_figures_keep_the_event_time_progress():
+    w = Windower(WindowSettings(size_ms=H, allowed_lateness_ms=5 * M))
+    feed(w, "a", [30 * M, H + 10 * M, H + 20 * M], errors=[1.0, 2.0, 2.0])
+    dropped = w.discard_figures()
+    assert [(d.topic, d.start_ms, d.aggregate.count) for d in dropped] == [("a", H, 2)]
+    assert w.open_windows() == [] and w.watermark_ms("a") == H + 15 * M
+    closed, late = feed(w, "a", [50 * M, H + 30 * M, 2 * H + 10 * M], errors=[9.0, 3.0, 4.0])
+    assert late.tolist() == [True, False, False]  # window 0 stays closed
+    assert summary(closed) == [("a", H, 1)]  # the open window started again empty
+    assert closed[0].previous is None  # window 0's figures went too
+
+
 def test_out_of_order_within_lateness_is_accepted_and_closes_in_order():
     w = Windower(WindowSettings(size_ms=H, allowed_lateness_ms=5 * M))
     closed, late = feed(w, "a", [H + 2 * M], errors=[2.0])

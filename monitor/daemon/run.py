@@ -1,24 +1,24 @@
 """``seqmon run``: the Kafka daemon. A thin shell: Kafka, files, clocks and signals here; the maths in the pipeline.
 
 The shell's parts: a :class:`monitor.source.Source` hands over record batches and owns the partitions (the Kafka
-consumer groups of ``monitor.kafka_source`` / ``monitor.confluent_source``, a file, or memory);
-:class:`monitor.offsets.Offsets` keeps the next offset of every partition; a :class:`monitor.sink.Sink` takes dead
-letters and results; :class:`monitor.pipeline.Pipeline` decodes, scores and windows; ``monitor.export.Metrics`` and
+consumer groups of ``monitor.source.kafka_source`` / ``monitor.source.confluent_source``, a file, or memory);
+:class:`monitor.daemon.offsets.Offsets` keeps the next offset of every partition; a :class:`monitor.export.sink.Sink` takes dead
+letters and results; :class:`monitor.pipeline.Pipeline` decodes, scores and windows; ``monitor.export.metrics.Metrics`` and
 the checkpoint record what happened. :class:`Daemon` wires them and runs the loop.
 
 One thread owns all running state (windows, offsets, bundle). Signals only raise flags that the loop acts on between
 batches, and timers (idle closing, bundle watch, checkpoints, lags) are due by the injected clock, checked there too,
 so no lock guards the window state and no record is half-processed when the daemon checkpoints, reloads or stops.
 
-Never lose or double-count: a checkpoint (open windows, the last closed window per topic, and the next offset of
-every partition) is written atomically at every window close, every ``state.checkpoint_interval_seconds``, on a
+Never lose or double-count: a checkpoint (open windows, the last closed window per topic, the next offset of
+every partition, and the bundle that scores them, which a restart must run too) is written atomically at every window close, every ``state.checkpoint_interval_seconds``, on a
 partition revoke and at shutdown; the consumer group's offsets are committed right after, to the same values. On start
 (and on every assignment) a partition resumes at the later of the checkpoint's offset and the group's committed offset:
 the first when the daemon died between writing and committing, the second when another member owned the partition
 since.
 
 Fleet mode (``state.changelog_topic`` set): the windows are fleet-wide. Each partition's partial windows and the
-offset they cover live in the changelog topic (:class:`monitor.fleet.FleetWindows`), written every
+offset they cover live in the changelog topic (:class:`monitor.daemon.fleet.FleetWindows`), written every
 ``state.checkpoint_interval_seconds`` and on revocation before the group's offsets are committed; a partition resumes
 where its state says, whichever daemon gets it. The owner of a topic's partition 0 merges the written states, judges
 and publishes each window once; only it reports that topic's window figures. ``state.directory`` is not used.
@@ -33,16 +33,17 @@ import signal
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from monitor.baseline import Baseline
 from monitor.bundle import load_bundle
-from monitor.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from monitor.daemon.checkpoint import CHECKPOINT_NAME, read_checkpoint, write_checkpoint
+from monitor.daemon.offsets import Offsets, key, next_offsets, unkey
 from monitor.decode import REASONS, decode_json, decode_plain
-from monitor.errors import BundleError, ConfigError, KafkaAccessError, MonitorError
-from monitor.offsets import Offsets, key, next_offsets, unkey
+from monitor.errors import BundleError, ConfigError, KafkaAccessError, MonitorError, StateError
 from monitor.partials import CLOSING_PARTITION
 from monitor.pipeline import BatchResult, Pipeline, RecordBatch
 from monitor.source import FileSource
@@ -52,6 +53,13 @@ log = logging.getLogger("seqmon")
 
 #: Seconds between asking the source for its partitions' lags (a metric, and what makes a caught-up partition idle).
 LAG_INTERVAL_SECONDS = 10
+
+
+def _window_name(window) -> str:
+    """``topic [start, end)`` of a window, in UTC ISO 8601, for a log line."""
+    start, end = (datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                  for ms in (window.start_ms, window.end_ms))
+    return f"{window.topic} [{start}, {end})"
 
 
 class Every:
@@ -76,7 +84,7 @@ class Daemon:
     def __init__(self, settings, registry=None, clock=time.time):
         from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-        from monitor.export import Metrics  # noqa: PLC0415
+        from monitor.export.metrics import Metrics  # noqa: PLC0415
 
         self.settings = settings
         self.clock = clock
@@ -95,7 +103,7 @@ class Daemon:
         self._late_after_publication: Counter = Counter()
         checkpoint = None if settings.state.changelog_topic else read_checkpoint(self.state_dir)
         if checkpoint is not None:
-            windower = Windower.from_snapshot(window_settings, checkpoint["windower"])
+            windower = self._restore_windows(checkpoint, bundle.content_hash)
             self.offsets = Offsets.from_snapshot(checkpoint.get("offsets"))
             log.info("restored checkpoint written at %s: %d partitions", checkpoint.get("written_at"), len(self.offsets))
         else:
@@ -124,20 +132,49 @@ class Daemon:
         self._last_invalid_log = 0.0
         self.source = None
         self.partitions: list[tuple[str, int]] = []  # assigned by the group, as (topic, partition)
+        self._assignment_changed = False  # reported between batches: counting a topic's partitions may ask Kafka
         self.sink = None
         self._server = None
         #: An error raised inside a rebalance callback (where the consumer client would wrap it in its own), raised
         #: again by :meth:`step` before anything else is read or written.
         self._fatal: MonitorError | None = None
 
+    def _restore_windows(self, checkpoint: dict, bundle: str) -> Windower:
+        """The windows of the checkpoint, which names the bundle whose scores they hold. Another bundle's open windows
+        cannot go on (errors of two bundles are not on one scale): refused in one line, or with
+        ``state.on_bundle_change = "discard"`` dropped with their previous windows (the baseline resets on its own).
+        A checkpoint without open windows holds nothing to lose, and only its figures are dropped."""
+        written_by = checkpoint.get("bundle") or None  # None: written before checkpoints named their bundle
+        if written_by is None or written_by == bundle:
+            return Windower.from_snapshot(self.window_settings, checkpoint["windower"], bundle=written_by)
+        windower = Windower.from_snapshot(self.window_settings, checkpoint["windower"])
+        holding = [w for w in windower.open_windows() if w.aggregate.count]
+        if holding and self.settings.state.on_bundle_change != "discard":
+            raise StateError(
+                f"state directory {self.state_dir} holds open windows scored by bundle {written_by}, but "
+                f"{self.bundle_path} is bundle {bundle}, and errors of two bundles are not on one scale: start with "
+                f"bundle {written_by} again, or move or delete {self.state_dir}, or set state.on_bundle_change=discard "
+                "(--set state.on_bundle_change=discard) to drop those windows and start them afresh"
+            )
+        dropped = windower.discard_figures()
+        records = sum(w.aggregate.count for w in dropped)
+        shown = "; ".join(f"{_window_name(w)}: {w.aggregate.count}" for w in dropped[:10])
+        log.warning(
+            "dropped the window state of bundle %s in %s (this daemon scores with bundle %s): %d open window(s) "
+            "holding %d record(s)%s, the previous window of each topic and the baseline; reading resumes at the "
+            "checkpoint's offsets, so those records count in no window", written_by, self.state_dir, bundle,
+            len(dropped), records, f" ({shown}{'; …' if len(dropped) > 10 else ''})" if dropped else "",
+        )
+        return windower
+
     # --- life cycle ------------------------------------------------------------------------------------------------
 
     def start(self, source=None, sink=None, serve_metrics: bool = True, changelog=None) -> None:
         """Open the source and the sink (the Kafka consumer group and producer of the settings unless a
-        :class:`monitor.source.Source` is given, with an optional :class:`monitor.sink.Sink`) and the metrics server;
-        in fleet mode also the changelog (created if missing, unless a :class:`monitor.changelog.Changelog` is
+        :class:`monitor.source.Source` is given, with an optional :class:`monitor.export.sink.Sink`) and the metrics server;
+        in fleet mode also the changelog (created if missing, unless a :class:`monitor.daemon.changelog.Changelog` is
         given)."""
-        from monitor.export import serve  # noqa: PLC0415
+        from monitor.export.metrics import serve  # noqa: PLC0415
 
         fleet_mode = bool(self.settings.state.changelog_topic)
         if fleet_mode and changelog is None and isinstance(source, FileSource):
@@ -166,12 +203,12 @@ class Daemon:
         log.info("seqmon running: bundle %s, metrics on %s:%d", self.bundle_path, self.settings.metrics.host, self.settings.metrics.port)
 
     def _start_fleet(self, changelog) -> None:
-        from monitor.fleet import FleetWindows  # noqa: PLC0415
+        from monitor.daemon.fleet import FleetWindows  # noqa: PLC0415
         from monitor.partials import PartitionWindows  # noqa: PLC0415
 
         state = self.settings.state
         if changelog is None:
-            from monitor.changelog import Changelog  # noqa: PLC0415
+            from monitor.daemon.changelog import Changelog  # noqa: PLC0415
 
             changelog = Changelog(self.settings.kafka.producer_config(), state.changelog_topic,
                                   self.pipeline.bundle.content_hash, self.window_settings)
@@ -237,6 +274,8 @@ class Daemon:
         return True
 
     def _between_batches(self, now: float) -> None:
+        if self._assignment_changed:
+            self._report_assignment()
         if self._bundle_watch.due(now):
             self._watch_bundle()
         if self._reload.is_set():
@@ -256,6 +295,28 @@ class Daemon:
             log.warning("invalid records since the last report: %s", dict(self._invalid_since_log))
             self._invalid_since_log.clear()
             self._last_invalid_log = now
+
+    def _report_assignment(self) -> None:
+        """How many of each topic's partitions this daemon reads (gauges). Without a changelog, a topic read here in
+        part has windows of this daemon's share only: one warning per topic and assignment says so."""
+        self._assignment_changed = False
+        mine = Counter(t for t, _ in self.partitions)
+        try:
+            totals = self.source.partition_counts(sorted(mine)) if mine else {}
+        except Exception as e:  # advisory, as lags are: a busy broker must not stop the daemon
+            log.warning("could not read how many partitions %s have: %s", ", ".join(sorted(mine)), e)
+            totals = {}
+        self.metrics.set_partitions(mine, totals)
+        if self.fleet is not None:
+            return
+        for topic, count in sorted(mine.items()):
+            if count < totals.get(topic, 0):
+                log.warning(
+                    "topic %s: this daemon reads %d of its %d partitions (other members of consumer group %s read the "
+                    "rest), so its windows and their figures, shift and decision cover those %d only; set "
+                    "state.changelog_topic on every member for fleet-wide windows",
+                    topic, count, totals[topic], self.settings.kafka.group_id, count,
+                )
 
     def report_lags(self, now: float) -> None:
         """Tell the windower how far behind each assigned partition is: a caught-up partition stops holding its
@@ -400,9 +461,9 @@ class Daemon:
             return
         write_checkpoint(self.state_dir, {
             "written_at": now,
-            "windower": self.pipeline.windower.snapshot(),
+            "windower": self.pipeline.windower.snapshot(bundle=self.pipeline.bundle.content_hash or None),
             "offsets": self.offsets.snapshot(),
-            "bundle": self.pipeline.bundle.content_hash,
+            "bundle": self.pipeline.bundle.content_hash,  # the bundle that scores now: a restart must run it
             "baseline": self.baseline.snapshot(),
         })
         self.metrics.record_checkpoint(now)
@@ -464,6 +525,7 @@ class Daemon:
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
+        self._assignment_changed = True
         if self.fleet is not None:
             if self._fatal is not None:
                 return
@@ -495,6 +557,7 @@ class Daemon:
             self._on_revoke(partitions)
             return
         self.partitions = [tp for tp in self.partitions if tp not in set(partitions)]
+        self._assignment_changed = True
         self.fleet.on_lost(partitions)
         self._stop_closing(partitions)
         for topic, partition in partitions:
@@ -522,6 +585,7 @@ class Daemon:
             self.pipeline.windower.assign(partitions, now_ms=int(self.clock() * 1000))
         self._last_lag = -math.inf  # ask for lags at the next pause: an empty partition is then idle at once
         self.partitions = sorted(set(self.partitions) | set(partitions))
+        self._assignment_changed = True
         for topic in {t for t, _ in partitions}:
             self.metrics.init_topic(topic, REASONS)
         log.info("assigned %s", ", ".join(key(t, p) for t, p in partitions) or "nothing")
@@ -555,24 +619,29 @@ class Daemon:
             )
             self.metrics.record_reload(False)
             return False
+        changed = bundle.content_hash != self.pipeline.bundle.content_hash
         self.pipeline.bundle = bundle
         if bundle.content_hash != self.baseline.bundle:  # errors of two bundles are not on one scale
             self.baseline.reset(bundle.content_hash)
         self.metrics.record_reload(True)
         self.metrics.set_bundle(bundle.content_hash, str(bundle.metadata.get("created_at", "")), str(self.bundle_path))
         log.info("bundle reloaded: %s", bundle.content_hash)
+        if changed and self.fleet is None:
+            # The open windows go on with the new bundle: name it in the state directory at once, so a restart
+            # before the next checkpoint runs the bundle that scores now instead of refusing the state.
+            self.checkpoint()
         return True
 
 
 def open_kafka(k):
     """The consumer group source of the ``[kafka]`` settings, and a producer sink when a dead-letter or results topic
     is set (else None)."""
-    from monitor.sink import KafkaSink  # noqa: PLC0415
+    from monitor.export.sink import KafkaSink  # noqa: PLC0415
 
     if k.client == "confluent":
-        from monitor.confluent_source import ConfluentSource as source_class  # noqa: PLC0415
+        from monitor.source.confluent_source import ConfluentSource as source_class  # noqa: PLC0415
     else:
-        from monitor.kafka_source import KafkaSource as source_class  # noqa: PLC0415
+        from monitor.source.kafka_source import KafkaSource as source_class  # noqa: PLC0415
     sink = KafkaSink(k.producer_config()) if k.dead_letter_topic or k.results_topic else None
     if sink is not None:  # a missing WRITE right stops the start, not the first dead letter
         sink.check_writable({t: f"kafka.{n}" for n in ("dead_letter_topic", "results_topic") if (t := getattr(k, n))})
@@ -594,7 +663,7 @@ def open_kafka(k):
 
 def cmd_run(args) -> int:
     from monitor.config import load_settings  # noqa: PLC0415
-    from monitor.logs import configure_logging  # noqa: PLC0415
+    from monitor.daemon.logs import configure_logging  # noqa: PLC0415
 
     overrides = list(args.set or [])
     if args.log_format:

@@ -4,7 +4,7 @@
 line, or a CSV / Parquet table with the sequences in one column.
 
 The daemon reads a :class:`Source`: ``FileSource`` (a timestamped CSV) and ``MemorySource`` (batches in memory) here,
-the two Kafka consumer groups in ``monitor.kafka_source`` and ``monitor.confluent_source`` (on ``monitor.kafka_base``).
+the two Kafka consumer groups in ``monitor.source.kafka_source`` and ``monitor.source.confluent_source`` (on ``monitor.source.kafka_base``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class Source(Protocol):
     allowed inside ``on_assign`` and decides where those partitions resume. Offsets are next-offsets: the offset of the
     first record not yet processed. ``finished``: no record will ever come again (a file read to its end; a stream
     never finishes); ``final``: when finished, the input has ended, and every open window closes.
+    ``partition_counts``: how many partitions each topic has in all (a member of a group may read only some of them),
+    for the topics it knows; it may ask the cluster, so the daemon calls it between batches, not in a callback.
     """
 
     finished: bool
@@ -60,6 +62,8 @@ class Source(Protocol):
     def commit(self, offsets: dict[TopicPartitionKey, int]) -> None: ...
 
     def lag(self) -> dict[TopicPartitionKey, int]: ...
+
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]: ...
 
     def close(self) -> None: ...
 
@@ -198,6 +202,9 @@ class FileSource:
     def lag(self) -> dict[tuple[str, int], int]:
         return {(self.topic, 0): self._rows - self._position}
 
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        return {self.topic: 1} if self.topic in set(topics) else {}
+
     def close(self) -> None:
         self._batches = []
         self._next = 0
@@ -225,6 +232,8 @@ class MemorySource:
     ``committed``: the group's committed offsets at start (``commit`` adds to them; the dict is ``commits``); a
     partition is read from its committed offset unless ``on_assign`` seeks elsewhere.
     ``ends``: after the last event the source is finished (a file); otherwise it stays quiet, as a stream does.
+    ``partitions``: each topic's number of partitions in all; by default one more than the highest partition that any
+    event or the assignment names.
     """
 
     def __init__(
@@ -234,10 +243,15 @@ class MemorySource:
         committed: dict[TopicPartitionKey, int] | None = None,
         ends: bool = True,
         final: bool = True,
+        partitions: dict[str, int] | None = None,
     ):
         counters: dict[TopicPartitionKey, int] = {}
         self._events = [_with_offsets(e, counters) for e in events]
         self._assigned: list[TopicPartitionKey] = sorted(assignment)
+        named = [*counters, *self._assigned, *(k for e in self._events if isinstance(e, Rebalance)
+                                               for k in (*e.assigned, *e.revoked, *e.lost))]
+        self._partitions = {t: max(p for t2, p in named if t2 == t) + 1 for t, _ in named}
+        self._partitions.update(partitions or {})
         self.commits: dict[TopicPartitionKey, int] = dict(committed or {})
         self._position: dict[TopicPartitionKey, int] = {}
         self._next = 0
@@ -336,6 +350,9 @@ class MemorySource:
                 mine = (event.topics == key[0]) & (event.partitions == key[1])
                 out[key] += int((mine & (event.offsets >= self._position.get(key, 0))).sum())
         return out
+
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        return {t: self._partitions[t] for t in topics if t in self._partitions}
 
     def close(self) -> None:
         self.closed = True

@@ -10,10 +10,10 @@ import json
 import threading
 from typing import Protocol
 
-from monitor import kafka_access
 from monitor.errors import ConfigError, MonitorError
-from monitor.export import json_safe
-from monitor.kafka_base import forced
+from monitor.export.metrics import json_safe
+from monitor.source import kafka_access
+from monitor.source.kafka_base import forced
 
 #: Headers of a dead letter: why the record was refused, and where it came from ("topic/partition/offset").
 REASON_HEADER = "seqmon-reason"

@@ -251,6 +251,19 @@ METRICS_DOC: tuple[MetricDoc, ...] = (
         "Records between the consumer position and the end of the partition.",
     ),
     MetricDoc(
+        "seqmon_partitions_assigned",
+        "gauge",
+        _T,
+        "Partitions of the topic this daemon reads, its share of the consumer group's assignment.",
+    ),
+    MetricDoc(
+        "seqmon_topic_partitions",
+        "gauge",
+        _T,
+        "Partitions of the topic in the cluster; above seqmon_partitions_assigned, other group members read the rest "
+        "(without state.changelog_topic, this daemon's windows then cover its partitions only).",
+    ),
+    MetricDoc(
         "seqmon_watermark_timestamp_seconds",
         "gauge",
         _T,
@@ -450,6 +463,9 @@ class Metrics:
         self.windows_weighted_error_total = c("seqmon_windows_weighted_error_total")
 
         self.consumer_lag = g("seqmon_consumer_lag_records")
+        self.partitions_assigned = g("seqmon_partitions_assigned")
+        self.topic_partitions = g("seqmon_topic_partitions")
+        self._partition_topics: set[str] = set()
         self.watermark = g("seqmon_watermark_timestamp_seconds")
         self.partition_idle = g("seqmon_partition_idle")
         self.bundle_info = g("seqmon_bundle_info")
@@ -610,6 +626,21 @@ class Metrics:
             except KeyError:
                 pass
 
+    def set_partitions(self, assigned: Mapping[str, int], totals: Mapping[str, int]) -> None:
+        """How many partitions of each topic this daemon reads, and the topic has (where known); the series of
+        topics no longer read here are dropped."""
+        for gauge in (self.partitions_assigned, self.topic_partitions):
+            for topic in self._partition_topics - set(assigned):
+                try:
+                    gauge.remove(topic)
+                except KeyError:
+                    pass
+        for topic, count in assigned.items():
+            self.partitions_assigned.labels(topic).set(count)
+            if topic in totals:
+                self.topic_partitions.labels(topic).set(totals[topic])
+        self._partition_topics = set(assigned)
+
     def set_progress(self, progress: Sequence[PartitionProgress], watermarks: dict[str, int | None]) -> None:
         """Each assigned partition's idleness and each topic's watermark (UTC epoch ms; None: not started)."""
         for p in progress:
@@ -659,7 +690,7 @@ def serve(
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``registry`` at ``http(s)://host:port/metrics`` from a daemon thread, one thread per request.
 
-    ``web_config_file``: a Prometheus-style web configuration (:mod:`monitor.web_config`) that turns on TLS, client
+    ``web_config_file``: a Prometheus-style web configuration (:mod:`monitor.export.web_config`) that turns on TLS, client
     certificates and basic auth; ``""`` = plain HTTP. ``port`` 0 picks a free port (read it from
     ``server.server_address[1]``). Stop with ``server.shutdown(); server.server_close(); thread.join()``.
     """
@@ -667,7 +698,7 @@ def serve(
     from socketserver import ThreadingMixIn  # noqa: PLC0415
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # noqa: PLC0415
 
-    from monitor.web_config import BasicAuth, load_web_config  # noqa: PLC0415
+    from monitor.export.web_config import BasicAuth, load_web_config  # noqa: PLC0415
 
     web = load_web_config(web_config_file) if web_config_file else None
     app = make_wsgi_app(registry)

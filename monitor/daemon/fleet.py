@@ -1,7 +1,7 @@
 """Fleet-wide windows for a daemon in a consumer group: the calls a daemon makes on assignment, per batch, on commit,
-on revocation and to close windows, over :mod:`monitor.partials` (the maths) and :mod:`monitor.changelog` (Kafka).
+on revocation and to close windows, over :mod:`monitor.partials` (the maths) and :mod:`monitor.daemon.changelog` (Kafka).
 
-The order of the steps is what the guarantee rests on (see :mod:`monitor.changelog`): a partition's state is written
+The order of the steps is what the guarantee rests on (see :mod:`monitor.daemon.changelog`): a partition's state is written
 and acknowledged before the group's offsets are committed and before the partition is let go; a topic's windows are
 merged only from written states, published, and then marked as published.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from monitor.changelog import Changelog
+from monitor.daemon.changelog import Changelog
+from monitor.export.sink import Sink
 from monitor.partials import PartitionWindows, is_closing_daemon, merge_due
-from monitor.sink import Sink
 from monitor.window import ClosedWindow
 
 __all__ = ["FleetWindows", "result_key"]
@@ -58,7 +58,7 @@ class FleetWindows:
         The changelog topic (created or checked with ``ensure_topic`` beforehand).
     partitions_of : callable
         Every partition of a topic, from the cluster's metadata (a partition without a state holds the topic back).
-    sink : monitor.sink.Sink, optional
+    sink : monitor.export.sink.Sink, optional
         Where closed windows are published, under :func:`result_key`; with ``results_topic``.
     results_topic : str, optional
     assess : callable, optional

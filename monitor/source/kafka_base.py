@@ -1,6 +1,6 @@
 """What the two Kafka consumer sources share: subscription and group checks, the rebalance callbacks, seek and commit
-argument checks, lag, and an idempotent close. ``monitor.kafka_source`` (kafka-python) and
-``monitor.confluent_source`` (confluent-kafka) each add the calls of their client library.
+argument checks, lag, and an idempotent close. ``monitor.source.kafka_source`` (kafka-python) and
+``monitor.source.confluent_source`` (confluent-kafka) each add the calls of their client library.
 
 Neither client library is imported here, so the base costs nothing to import.
 """
@@ -31,7 +31,8 @@ def sorted_keys(partitions: Iterable) -> list[TopicPartitionKey]:
 
 class KafkaSourceBase:
     """A consumer-group :class:`monitor.source.Source`; subclasses open ``self._consumer`` and implement ``poll``,
-    ``assignment``, ``positions``, ``committed``, ``_seek``, ``_commit``, ``_end_offsets`` and ``_close``.
+    ``assignment``, ``positions``, ``committed``, ``_seek``, ``_commit``, ``_end_offsets``, ``_partition_count`` and
+    ``_close``.
 
     ``consumer_config`` must name a group (``group_id``, or ``group.id`` for librdkafka names): offsets are committed
     to it. ``on_assign`` / ``on_revoke`` get the sorted ``(topic, partition)`` pairs gained / given up at a rebalance
@@ -94,6 +95,10 @@ class KafkaSourceBase:
             return {}
         ends = self._end_offsets(list(positions))
         return {k: max(0, ends[k] - offset) for k, offset in positions.items()}
+
+    def partition_counts(self, topics: Iterable[str]) -> dict[str, int]:
+        """Partitions of each topic in the cluster metadata; a topic the cluster does not know is left out."""
+        return {t: n for t in topics if (n := self._partition_count(t))}
 
     def close(self) -> None:
         """Leave the group without committing (``on_revoke`` still runs first, inside this call). Idempotent."""

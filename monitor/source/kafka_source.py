@@ -1,7 +1,7 @@
 """Kafka source on kafka-python: a consumer group handing over ``RecordBatch`` es, with manual offset commits only.
 
-What both Kafka sources share is in ``monitor.kafka_base``; the producer of dead letters and results is
-``monitor.sink.KafkaSink`` (still importable from here).
+What both Kafka sources share is in ``monitor.source.kafka_base``; the producer of dead letters and results is
+``monitor.export.sink.KafkaSink`` (still importable from here).
 
 Threading (kafka-python 3): the client runs its network IO loop on a background thread and calls rebalance listeners
 on that thread, where any blocking client call (commit, committed, position, end_offsets) raises ``RuntimeError``.
@@ -23,11 +23,11 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from monitor import kafka_access
 from monitor.errors import MonitorError
-from monitor.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, forced, sorted_keys
+from monitor.export.sink import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSinkError
 from monitor.pipeline import RecordBatch
-from monitor.sink import REASON_HEADER, SOURCE_HEADER, KafkaSink, KafkaSinkError
+from monitor.source import kafka_access
+from monitor.source.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, forced, sorted_keys
 
 __all__ = [
     "REASON_HEADER", "SOURCE_HEADER", "KafkaSink", "KafkaSinkError", "KafkaSource", "PartitionCallback",
@@ -226,6 +226,9 @@ class KafkaSource(KafkaSourceBase):
     def _end_offsets(self, keys: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         ends = self._consumer.end_offsets([TopicPartition(t, p) for t, p in keys])
         return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+
+    def _partition_count(self, topic: str) -> int:
+        return len(self._consumer.partitions_for_topic(topic))
 
     def _close(self) -> None:
         # What on_revoke raises during close is raised here as a KafkaError, after the consumer is closed.

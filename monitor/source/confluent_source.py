@@ -28,10 +28,10 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from monitor import kafka_access
 from monitor.errors import ConfigError, KafkaAccessError, MonitorError
-from monitor.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, sorted_keys
 from monitor.pipeline import RecordBatch
+from monitor.source import kafka_access
+from monitor.source.kafka_base import KafkaSourceBase, PartitionCallback, TopicPartitionKey, sorted_keys
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def messages_to_batch(messages: list) -> RecordBatch | None:
 class ConfluentSource(KafkaSourceBase):
     """Consumer-group source yielding RecordBatch through confluent-kafka; manual offset commits only.
 
-    Same protocol and arguments as ``monitor.kafka_source.KafkaSource`` (see ``KafkaSourceBase``):
+    Same protocol and arguments as ``monitor.source.kafka_source.KafkaSource`` (see ``KafkaSourceBase``):
     ``consumer_config`` holds kafka-python style keyword settings (translated to librdkafka properties; dotted
     librdkafka names pass through). Subscribe to ``topics`` or to a regex ``pattern`` (anchored at the start, like
     ``re.match``).
@@ -346,6 +346,10 @@ class ConfluentSource(KafkaSourceBase):
         return {
             (t, p): self._consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5, cached=False)[1] for t, p in keys
         }
+
+    def _partition_count(self, topic: str) -> int:
+        found = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
+        return 0 if found is None or found.error is not None else len(found.partitions)
 
     def _close(self) -> None:
         self._consumer.close()
