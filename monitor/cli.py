@@ -362,11 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_inspect)
 
     # Commands that live in their own modules; registering them imports no heavy library.
-    from monitor import bench, demo, run  # noqa: PLC0415
+    from monitor import bench, demo, health, run  # noqa: PLC0415
 
     bench.register(sub)
     demo.register(sub)
     run.register(sub)
+    health.register(sub)
     return p
 
 
