@@ -364,10 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands that live in their own modules; registering them imports no heavy library.
     from monitor import bench, demo  # noqa: PLC0415
     from monitor.daemon import run  # noqa: PLC0415
+    from monitor.export import health  # noqa: PLC0415
 
     bench.register(sub)
     demo.register(sub)
     run.register(sub)
+    health.register(sub)
     return p
 
 

@@ -62,13 +62,19 @@ _IGNORED = frozenset({"max_poll_records"})
 _FORCED = {"enable.auto.commit": False, "enable.auto.offset.store": False}
 # librdkafka refuses a fetch.max.bytes above receive.message.max.bytes - 512 (default 100 MB).
 _RECEIVE_MAX_DEFAULT = 100_000_000
-# Bytes fetched per partition and request unless max_partition_fetch_bytes is given (librdkafka's default: 1 MiB).
-_PARTITION_FETCH_DEFAULT = 10 * 1024 * 1024
 # librdkafka prefetches into its local queue until it holds queued.min.messages per partition (default 100,000) or
 # queued.max.messages.kbytes (default 64 MiB). seqmon takes max_poll_records per poll, so a queue of that many per
-# partition, within 16 MiB, keeps it fed and bounds the queue whatever the partition count. (It is not what makes the
-# daemon's RSS 700-780 MiB with this client: that stayed the same with this bound, README "End to end".)
+# partition, within 16 MiB, keeps it fed and bounds the queue whatever the partition count.
 _QUEUED_KBYTES_DEFAULT = 16 * 1024
+# Bytes fetched per partition and request unless max_partition_fetch_bytes is given (librdkafka's default too). These
+# bounds are checked before a fetch only, and every record of the answer is queued: one answer adds up to this many
+# bytes per partition, and librdkafka spends ~400 bytes of memory per queued record whatever its size (the kbytes
+# bound counts values only). With 10 MiB and records of ~20 bytes on the wire, 4 partitions queued 1.2-1.3 million
+# records and the daemon's RSS was 720 MiB; with 1 MiB, 110,000-140,000 and 250 MiB (README "End to end").
+_PARTITION_FETCH_DEFAULT = 1024 * 1024
+# Once the queue is full, librdkafka waits this long before it looks again (its default, 1000 ms, held a consumer
+# with 1 MiB fetches to ~145,000 records/s: the queue ran dry within the second); 50 ms gives 400,000-600,000.
+_FETCH_QUEUE_BACKOFF_MS_DEFAULT = 50
 
 _VALUE = Message.value
 _TIMESTAMP = Message.timestamp
@@ -127,13 +133,13 @@ def translate_config(consumer_config: dict) -> dict:
     if "queued.min.messages" not in out:
         out["queued.min.messages"] = int(consumer_config.get("max_poll_records") or 10_000)
     out.setdefault("queued.max.messages.kbytes", _QUEUED_KBYTES_DEFAULT)
+    out.setdefault("fetch.queue.backoff.ms", _FETCH_QUEUE_BACKOFF_MS_DEFAULT)
     for key, value in _FORCED.items():
         if key in out and out[key] != value:
             raise ConfigError(f"Kafka consumer setting {key}={out[key]!r} is not allowed: seqmon sets {value!r}")
         out[key] = value
     fetch_max = out.get("fetch.max.bytes")
     if "max.partition.fetch.bytes" not in out:
-        # librdkafka's 1 MiB per partition and fetch holds a consumer to ~150k small records/s; 10 MiB to ~700k/s.
         limit = fetch_max if isinstance(fetch_max, int) else _PARTITION_FETCH_DEFAULT
         out["max.partition.fetch.bytes"] = min(_PARTITION_FETCH_DEFAULT, limit)
     if isinstance(fetch_max, int) and fetch_max + 512 > _RECEIVE_MAX_DEFAULT and "receive.message.max.bytes" not in out:

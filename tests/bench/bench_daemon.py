@@ -171,7 +171,11 @@ def main() -> None:
             while True:
                 time.sleep(5)
                 n, now = consumed(), time.perf_counter()
-                lag = sum(v for (t, _), v in daemon.source.lag().items()) if daemon.source else float("nan")
+                # The daemon's own lag gauge: asking its consumer from this thread would contend with its poll
+                # (confluent-kafka serializes the calls on one client; a 10 s stall was seen).
+                lag = sum(
+                    s.value for m in daemon.registry.collect() if m.name == "seqmon_consumer_lag_records" for s in m.samples
+                )
                 peak = max(peak, rss_mib())
                 print(f"{now - t0:>8.0f} {n:>12,.0f} {(n - last_n) / (now - last_t):>10,.0f} {lag:>12,.0f} {rss_mib():>8.0f}", flush=True)
                 last_t, last_n = now, n

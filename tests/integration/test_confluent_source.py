@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import numpy as np
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from kafka import KafkaProducer
 
 from monitor.errors import ConfigError
 from monitor.generate import SeedLikeGenerator
 from monitor.pipeline import RecordBatch
+from monitor.source import confluent_source
 from monitor.source.confluent_source import ConfluentSource, translate_config
 from tests.kafka_broker import create_topic
 
@@ -108,7 +110,11 @@ def test_config_is_translated():
         "enable.auto.commit": False, "enable.auto.offset.store": False,
         # The prefetch queue: max_poll_records per partition within 16 MiB, not librdkafka's 100,000 and 64 MiB.
         "queued.min.messages": 10, "queued.max.messages.kbytes": 16 * 1024,
+        # Polled again 50 ms after a full queue, not librdkafka's 1 s, so that 1 MiB fetches keep the queue fed.
+        "fetch.queue.backoff.ms": 50,
     }
+    # Without fetch_max_bytes: 1 MiB per partition and fetch, librdkafka's own default (memory: README "End to end").
+    assert translate_config({"group_id": "g"})["max.partition.fetch.bytes"] == 1024 * 1024
     # Given explicitly, they stay as given.
     given = translate_config({"group_id": "g", "queued.min.messages": 5, "queued.max.messages.kbytes": 1024})
     assert given["queued.min.messages"] == 5 and given["queued.max.messages.kbytes"] == 1024
@@ -232,20 +238,60 @@ def test_tombstones_become_empty_bytes_and_pattern_subscription(kafka_bootstrap)
         source.close()
 
 
-def test_poll_throughput_is_printed(kafka_bootstrap):
-    n = 200_000
-    topic = _topic(kafka_bootstrap, "speed", partitions=4)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20, "batch.size": 1_000_000})
+def _fill(bootstrap: str, topic: str, n: int, partitions: int = 4) -> None:
+    """n seed-like records (values of ~13 bytes, no key) spread over the partitions."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000})
     lines = [s.encode() for s in SeedLikeGenerator(7).normal(1000)]
     ts = _now_ms()
     for i in range(n):
         while True:
             try:
-                producer.produce(topic, value=lines[i % 1000], partition=i % 4, timestamp=ts)
+                producer.produce(topic, value=lines[i % 1000], partition=i % partitions, timestamp=ts)
                 break
             except BufferError:
                 producer.poll(0.1)
     assert producer.flush(30) == 0
+
+
+def _most_queued(bootstrap: str, topic: str, monkeypatch, seconds: float = 6, **extra) -> int:
+    """The most records librdkafka's consumer queue held (its statistics) while the daemon-like consumer took one
+    record per poll: what the fetchers prefetch on their own, which is what its memory grows with."""
+    queued = [0]
+    monkeypatch.setattr(
+        confluent_source,
+        "Consumer",
+        lambda config: Consumer({**config, "statistics.interval.ms": 100, "stats_cb": lambda s: queued.append(json.loads(s)["replyq"])}),
+    )
+    source = ConfluentSource(_config(bootstrap, max_poll_records=10_000, **extra), topics=[topic])
+    try:
+        source.poll(10_000, 1)  # joins the group and starts the fetchers
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            source.poll(100, 1)  # serves the statistics callback
+    finally:
+        source.close()
+    return max(queued)
+
+
+def test_the_prefetched_records_are_bounded_by_one_small_fetch_per_partition(kafka_bootstrap, monkeypatch):
+    # librdkafka keeps ~400 bytes per queued record whatever its size, and its queue bounds are checked before a
+    # fetch only: the records of one fetch answer are all queued. 10 MiB fetches of small records made the daemon's
+    # RSS 720 MiB (1.2-1.3 million records queued); the default is now librdkafka's 1 MiB (README "End to end").
+    n = 800_000
+    topic = _topic(kafka_bootstrap, "queue", partitions=4)
+    _fill(kafka_bootstrap, topic, n)
+    # queued.min.messages (max_poll_records) per partition, plus one 1 MiB answer of records of >= 20 bytes on the wire.
+    bound = 4 * (10_000 + (1 << 20) // 20)
+    default = _most_queued(kafka_bootstrap, topic, monkeypatch)
+    wide = _most_queued(kafka_bootstrap, topic, monkeypatch, **{"max.partition.fetch.bytes": 10 << 20})
+    print(f"\nrecords queued by librdkafka: {default:,} with the defaults, {wide:,} with 10 MiB per partition")
+    assert 10_000 <= default <= bound < wide  # the test tells the two apart
+
+
+def test_poll_throughput_is_printed(kafka_bootstrap):
+    n = 200_000
+    topic = _topic(kafka_bootstrap, "speed", partitions=4)
+    _fill(kafka_bootstrap, topic, n)
     source = ConfluentSource(_config(kafka_bootstrap), topics=[topic])
     try:
         first = source.poll(10_000, 10_000)  # joins the group and starts the fetchers

@@ -305,7 +305,8 @@ def test_dockerfile():
     (entrypoint,) = values["ENTRYPOINT"]
     assert json.loads(entrypoint) == ENTRYPOINT
     (healthcheck,) = values["HEALTHCHECK"]
-    assert "urllib" in healthcheck and "/metrics" in healthcheck and "curl" not in healthcheck
+    # The same settings as the daemon, so the check follows metrics.port and metrics.web_config_file (TLS).
+    assert json.loads(healthcheck.split("CMD", 1)[1]) == ["seqmon", "health", "--config", CONFIG_PATH]
     env = {}
     for rest in values["ENV"]:
         env.update(_env_pairs(rest))
