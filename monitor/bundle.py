@@ -553,6 +553,8 @@ def _load_once(path: Path) -> Bundle:
     if "content_sha256" in doc:
         if doc["content_sha256"] != _manifest_sha256(doc):
             raise _damaged(path, "bundle.json does not match its content hash")
+    elif version >= 3:  # every seqmon that writes version 3 writes the hash: its absence is damage, not age
+        raise _damaged(path, "bundle.json has no content hash")
     else:
         log.warning(
             "bundle %s was written by an older seqmon: its files are checked but its bundle.json is not covered by a "
