@@ -22,15 +22,21 @@ date on demand (:meth:`Changelog.refresh`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
-from monitor.errors import ConfigError, StateError
+from monitor.errors import ConfigError, KafkaAccessError, StateError
 from monitor.partials import (
     PartitionState,
     TopicMarker,
@@ -41,6 +47,7 @@ from monitor.partials import (
     parse_key,
     state_key,
 )
+from monitor.source import kafka_access
 from monitor.window import WindowSettings
 
 __all__ = ["Changelog", "ChangelogError", "MAX_RECORD_BYTES"]
@@ -60,7 +67,11 @@ TOPIC_CONFIGS = {
     "max.message.bytes": str(MAX_RECORD_BYTES),
 }
 
-# How often, and how far apart, a topic's settings are read before a non-compacted topic is refused.
+#: The setting that names the changelog topic, for error messages.
+SETTING = "state.changelog_topic"
+
+# How often, and how far apart, a topic's settings are read before a non-compacted topic (or one whose settings the
+# broker does not show) is refused.
 _CONFIG_LOOKS = 5
 _CONFIG_LOOK_PAUSE_S = 0.5
 
@@ -84,19 +95,23 @@ def _connection(config: dict) -> dict:
     return dict(config)
 
 
-def _topic_config(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
-    """A topic's effective settings, from either shape kafka-python's describe_configs returns."""
+def _topic_config(admin: KafkaAdminClient, topic: str) -> dict[str, str] | None:
+    """A topic's effective settings, from either shape kafka-python's describe_configs returns; None if the broker
+    gave none (a user without DESCRIBE_CONFIGS on the topic, or a broker that does not know the topic yet)."""
     resources = [ConfigResource(ConfigResourceType.TOPIC, topic)]
     try:
         result = admin.describe_configs(resources, config_filter="all")  # kafka-python 3: defaults included
     except TypeError:
         result = admin.describe_configs(resources)  # kafka-python 2 returns every setting
     if isinstance(result, dict):  # kafka-python 3
+        # It drops the per-topic error code; with defaults included a topic always has settings, so none is an error.
         entries = result.get("topic", {}).get(topic, {})
-        return {key: (value or {}).get("value") for key, value in entries.items()}
+        return {key: (value or {}).get("value") for key, value in entries.items()} or None
     out = {}
     for response in result:  # kafka-python 2: DescribeConfigsResponse objects
         for resource in response.resources:
+            if resource[0]:  # error code
+                return None
             for entry in resource[4]:
                 out[entry[0]] = entry[1]
     return out
@@ -130,6 +145,8 @@ class Changelog:
         self._consumer: KafkaConsumer | None = None
         self._latest: dict[str, bytes] = {}
         self._decoded: dict[str, PartitionState | TopicMarker] = {}
+        # A refused right, raised again by every later read or write: nothing is written after a refusal.
+        self._refused: KafkaAccessError | None = None
         #: Records and bytes (compressed values) written and acknowledged, since this object was made.
         self.records_written = 0
         self.bytes_written = 0
@@ -139,7 +156,8 @@ class Changelog:
         """Create the topic (compacted, :data:`TOPIC_CONFIGS`) if it does not exist, or check that it is compacted.
 
         Returns whether it was created.  Raises :class:`ChangelogError` if an existing topic is not compacted: a
-        deleting topic would lose the state of quiet partitions once their records age out."""
+        deleting topic would lose the state of quiet partitions once their records age out;
+        :class:`~monitor.errors.KafkaAccessError` if the user may not create a missing topic or read its settings."""
         admin = KafkaAdminClient(**{"request_timeout_ms": int(timeout_s * 1000), **self._connection})
         try:
             if self.topic not in set(admin.list_topics()):
@@ -152,13 +170,19 @@ class Changelog:
                     return True  # the broker accepted the settings with the topic
                 except TopicAlreadyExistsError:
                     pass  # another daemon created it first
-            # A topic created moments ago can still show the broker's default settings: look again before refusing.
+                except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+                    raise kafka_access.create_not_authorized(self._connection, self.topic, SETTING) from None
+            # A topic created moments ago can still show the broker's default settings, or none on a broker that does
+            # not know it yet: look again before refusing.
             for attempt in range(_CONFIG_LOOKS):
-                policy = _topic_config(admin, self.topic).get("cleanup.policy") or ""
+                config = _topic_config(admin, self.topic)
+                policy = (config or {}).get("cleanup.policy") or ""
                 if "compact" in policy.split(","):
                     return False
                 if attempt + 1 < _CONFIG_LOOKS:
                     time.sleep(_CONFIG_LOOK_PAUSE_S)
+            if config is None:
+                raise kafka_access.describe_configs_not_authorized(self._connection, self.topic, SETTING)
             raise ChangelogError(
                 f"changelog topic {self.topic} has cleanup.policy={policy or 'delete'}: window state needs a "
                 "compacted topic (cleanup.policy=compact); set it, or name a new topic"
@@ -180,6 +204,8 @@ class Changelog:
         return self._producer
 
     def _send_all(self, records: list[tuple[str, bytes]], timeout_s: float) -> None:
+        if self._refused is not None:
+            raise self._refused
         for key, value in records:
             if len(value) > MAX_RECORD_BYTES:
                 raise ChangelogError(
@@ -192,6 +218,9 @@ class Changelog:
         for key, future in futures:
             try:
                 future.get(timeout=timeout_s)
+            except TopicAuthorizationFailedError:
+                self._refused = kafka_access.write_not_authorized(self._connection, self.topic, SETTING)
+                raise self._refused from None
             except KafkaError as exc:
                 raise ChangelogError(f"window state {key} was not acknowledged by changelog {self.topic}: {exc}") \
                     from exc
@@ -235,7 +264,15 @@ class Changelog:
     def refresh(self, timeout_s: float = 60.0) -> int:
         """Read the changelog up to its end as of now, keeping the latest record per key; returns records read.
 
-        The first call reads the whole (compacted) topic; later calls read what was written since."""
+        The first call reads the whole (compacted) topic; later calls read what was written since.  A user without
+        READ on the topic is refused at the first record there is to read (:class:`~monitor.errors.KafkaAccessError`):
+        at start if the topic holds any, else after the first write."""
+        with self._refusals():
+            return self._refresh(timeout_s)
+
+    def _refresh(self, timeout_s: float) -> int:
+        if self._refused is not None:
+            raise self._refused
         consumer = self._consumer_client()
         assignment = list(consumer.assignment())
         end = consumer.end_offsets(assignment)
@@ -261,6 +298,18 @@ class Changelog:
                     else:
                         self._latest[key] = record.value
         return read
+
+    @contextlib.contextmanager
+    def _refusals(self):
+        """kafka-python's refusal to read a topic, as one sentence naming it (and the setting, if it is the changelog);
+        retrying cannot heal it."""
+        try:
+            yield
+        except TopicAuthorizationFailedError as exc:
+            denied = kafka_access.denied_topics(exc) or [self.topic]
+            setting = SETTING if denied == [self.topic] else ""
+            self._refused = kafka_access.read_not_authorized(self._connection, denied, setting)
+            raise self._refused from None
 
     def _get(self, key: str) -> PartitionState | TopicMarker | None:
         if key not in self._latest:
@@ -309,7 +358,8 @@ class Changelog:
         if not wanted:
             return {}
         try:
-            ends = self._consumer_client().end_offsets(wanted)
+            with self._refusals():
+                ends = self._consumer_client().end_offsets(wanted)
         except KafkaError as exc:
             raise ChangelogError(f"end offsets of {topic} could not be read: {exc}") from exc
         return {tp.partition: int(end) for tp, end in ends.items()}

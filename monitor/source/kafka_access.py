@@ -19,6 +19,9 @@ __all__ = [
     "FailureWatch",
     "authentication_failed",
     "built",
+    "create_not_authorized",
+    "denied_topics",
+    "describe_configs_not_authorized",
     "group_not_authorized",
     "kafka_python_refusals",
     "read_not_authorized",
@@ -66,10 +69,11 @@ def unreachable(config: dict, detail: str) -> KafkaAccessError:
     )
 
 
-def read_not_authorized(config: dict, topics: list[str]) -> KafkaAccessError:
+def read_not_authorized(config: dict, topics: list[str], setting: str = "") -> KafkaAccessError:
     names = ", ".join(repr(t) for t in sorted(topics))
+    where = f" ({setting})" if setting else ""
     return KafkaAccessError(
-        f"Kafka {_user(config)} may not read topic {names}: grant it the READ right on the topic "
+        f"Kafka {_user(config)} may not read topic {names}{where}: grant it the READ right on the topic "
         "(ACL operation READ, resource TOPIC)"
     )
 
@@ -87,6 +91,34 @@ def write_not_authorized(config: dict, topic: str, setting: str) -> KafkaAccessE
         f"Kafka {_user(config)} may not write to topic {topic!r} ({setting}): grant it the WRITE right on the topic "
         "(ACL operation WRITE, resource TOPIC)"
     )
+
+
+def describe_configs_not_authorized(config: dict, topic: str, setting: str) -> KafkaAccessError:
+    return KafkaAccessError(
+        f"Kafka {_user(config)} may not read the settings of topic {topic!r} ({setting}), which seqmon checks for "
+        "cleanup.policy=compact: grant it the DESCRIBE_CONFIGS right on the topic (ACL operation DESCRIBE_CONFIGS, "
+        "resource TOPIC)"
+    )
+
+
+def create_not_authorized(config: dict, topic: str, setting: str) -> KafkaAccessError:
+    return KafkaAccessError(
+        f"topic {topic!r} ({setting}) does not exist, or Kafka {_user(config)} may not see it, and it may not create "
+        "it: create it compacted (cleanup.policy=compact) and grant the user READ, WRITE and DESCRIBE_CONFIGS on it, "
+        "or grant it the CREATE right on the topic (ACL operation CREATE, resource TOPIC)"
+    )
+
+
+def denied_topics(exc: BaseException) -> list[str]:
+    """The topics a kafka-python ``TopicAuthorizationFailedError`` names: its producer passes a name, its consumer a
+    set of names."""
+    out: set[str] = set()
+    for arg in exc.args:
+        if isinstance(arg, str):
+            out.add(arg)
+        elif isinstance(arg, (set, frozenset, list, tuple)):
+            out.update(str(a) for a in arg)
+    return sorted(out)
 
 
 _TLS_MARKERS = ("certificate verify failed", "certificate_verify_failed", "wrong version number", "ssl handshake")
@@ -214,7 +246,7 @@ def kafka_python_refusals(config: dict, topics: Iterable[str] = ()):
     except kafka_errors.GroupAuthorizationFailedError:
         raise group_not_authorized(config) from None
     except kafka_errors.TopicAuthorizationFailedError as exc:
-        denied = [str(a) for a in exc.args if isinstance(a, str)] or list(topics)
+        denied = denied_topics(exc) or list(topics)
         raise read_not_authorized(config, denied) from None
     except kafka_errors.SaslAuthenticationFailedError as exc:
         raise authentication_failed(config, str(exc)) from None

@@ -30,6 +30,9 @@ def test_the_messages_name_the_user_and_the_right_and_never_the_password():
         kafka_access.read_not_authorized(CONFIG, ["orders"]),
         kafka_access.group_not_authorized(CONFIG),
         kafka_access.write_not_authorized(CONFIG, "seqmon-dead", "kafka.dead_letter_topic"),
+        kafka_access.read_not_authorized(CONFIG, ["seqmon-state"], "state.changelog_topic"),
+        kafka_access.describe_configs_not_authorized(CONFIG, "seqmon-state", "state.changelog_topic"),
+        kafka_access.create_not_authorized(CONFIG, "seqmon-state", "state.changelog_topic"),
     ]
     assert all(isinstance(e, KafkaAccessError) and isinstance(e, MonitorError) for e in errors)
     texts = [str(e) for e in errors]
@@ -40,6 +43,17 @@ def test_the_messages_name_the_user_and_the_right_and_never_the_password():
     assert "may not read topic 'orders'" in texts[3] and "READ right on the topic" in texts[3]
     assert "consumer group 'monitors' (kafka.group_id)" in texts[4] and "READ right on the group" in texts[4]
     assert "write to topic 'seqmon-dead' (kafka.dead_letter_topic)" in texts[5] and "WRITE right" in texts[5]
+    assert "may not read topic 'seqmon-state' (state.changelog_topic): grant it the READ right" in texts[6]
+    assert "settings of topic 'seqmon-state' (state.changelog_topic)" in texts[7]
+    assert "DESCRIBE_CONFIGS right on the topic" in texts[7]
+    assert "'seqmon-state' (state.changelog_topic) does not exist" in texts[8] and "CREATE right" in texts[8]
+
+
+def test_the_denied_topics_are_read_from_either_kafka_python_error():
+    assert kafka_access.denied_topics(kafka_errors.TopicAuthorizationFailedError("orders")) == ["orders"]  # producer
+    consumer = kafka_errors.TopicAuthorizationFailedError({"orders", "devices"})
+    assert kafka_access.denied_topics(consumer) == ["devices", "orders"]
+    assert kafka_access.denied_topics(kafka_errors.TopicAuthorizationFailedError()) == []
 
 
 @pytest.mark.parametrize(
