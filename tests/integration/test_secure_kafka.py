@@ -3,7 +3,8 @@
 One broker for the module (deploy/local/kafka.sh in sasl_ssl mode): ``admin`` is the super user that creates topics and
 ACLs and produces the input; ``seqmon`` is the daemon's user and gets, per test, only the rights README lists as the
 daemon's minimal ones (READ on the input topics and on the consumer group, WRITE on the dead-letter and results
-topics), or all of them but one. Both Kafka clients of the daemon are run.
+topics; in fleet mode also READ, WRITE and DESCRIBE_CONFIGS on the changelog topic), or all of them but one. Both
+Kafka clients of the daemon are run.
 
 What must hold: with the minimal rights everything works (windows close, results and dead letters are written) and the
 SASL password appears neither in /metrics nor in the daemon's log; a wrong password, an untrusted certificate or a
@@ -12,6 +13,7 @@ missing right stops `seqmon run` with a non-zero exit and one error line that sa
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import ssl
@@ -29,11 +31,13 @@ from kafka.admin import (
     ACLFilter,
     ACLOperation,
     ACLPermissionType,
+    NewTopic,
     ResourcePattern,
     ResourcePatternFilter,
     ResourceType,
 )
 
+from monitor.daemon.changelog import TOPIC_CONFIGS
 from monitor.generate import SeedLikeGenerator
 from tests.integration.test_metrics_tls import make_certificates
 from tests.kafka_broker import BrokerError, create_topic, free_port, start_broker, stop_broker
@@ -72,6 +76,14 @@ class SecureKafka:
         security = {k: v for k, v in self.admin_config().items() if k != "bootstrap_servers"}
         for name in names:
             create_topic(self.bootstrap, name, 1, **security)
+
+    def create_changelog(self, name: str) -> None:
+        """A compacted topic as the daemon would create it, created by the admin (so the daemon needs no CREATE)."""
+        admin = KafkaAdminClient(**self.admin_config())
+        try:
+            admin.create_topics([NewTopic(name, 1, 1, topic_configs=dict(TOPIC_CONFIGS))], timeout_ms=30_000)
+        finally:
+            admin.close()
 
     def grant(self, rights: list[tuple[int, str, int]]) -> None:
         """ALLOW ACLs for the daemon's user: (ResourceType, name, ACLOperation) each."""
@@ -145,7 +157,10 @@ def secure_kafka(tmp_path_factory):
 
 def names() -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
-    return {"input": f"in-{tag}", "group": f"g-{tag}", "dead_letters": f"dlq-{tag}", "results": f"res-{tag}"}
+    return {
+        "input": f"in-{tag}", "group": f"g-{tag}", "dead_letters": f"dlq-{tag}", "results": f"res-{tag}",
+        "changelog": f"log-{tag}",
+    }
 
 
 def minimal_rights(n: dict[str, str]) -> dict[str, tuple[int, str, int]]:
@@ -156,6 +171,39 @@ def minimal_rights(n: dict[str, str]) -> dict[str, tuple[int, str, int]]:
         "write dead letters": (ResourceType.TOPIC, n["dead_letters"], ACLOperation.WRITE),
         "write results": (ResourceType.TOPIC, n["results"], ACLOperation.WRITE),
     }
+
+
+def changelog_rights(n: dict[str, str]) -> dict[str, tuple[int, str, int]]:
+    """What fleet mode adds to the minimal rights, as README lists it, for a changelog topic that exists."""
+    return {
+        "read changelog": (ResourceType.TOPIC, n["changelog"], ACLOperation.READ),
+        "write changelog": (ResourceType.TOPIC, n["changelog"], ACLOperation.WRITE),
+        "describe changelog configs": (ResourceType.TOPIC, n["changelog"], ACLOperation.DESCRIBE_CONFIGS),
+    }
+
+
+def fleet_settings(n: dict[str, str]) -> dict:
+    # Windows close when the changelog's states allow, at the checkpoints; not by the wall clock, which would also
+    # publish the empty windows of the hour between the records and now.
+    return {
+        "state.changelog_topic": n["changelog"],
+        "state.checkpoint_interval_seconds": 1,
+        "window.idle_close_interval_seconds": 0,
+    }
+
+
+def produce_two_windows(kafka: SecureKafka, topic: str) -> tuple[int, int]:
+    """Two windows of 300 normal records an hour ago, one empty record (a dead letter), and one record of a later
+    window that closes them; returns the first window's start (ms) and how many records were produced."""
+    gen = SeedLikeGenerator(5)
+    now_ms = int(time.time() * 1000) - 3_600_000
+    base = now_ms - now_ms % (WINDOW_S * 1000)
+    records = [(base + i * 10, s.encode()) for i, s in enumerate(gen.normal(300))]
+    records += [(base + WINDOW_S * 1000 + i * 10, s.encode()) for i, s in enumerate(gen.normal(300))]
+    records += [(base + 20, b"")]
+    records += [(base + 4 * WINDOW_S * 1000, gen.normal(1)[0].encode())]
+    kafka.produce(topic, records)
+    return base, len(records)
 
 
 def daemon_args(kafka: SecureKafka, n: dict, client: str, bundle: Path, tmp: Path, **changes) -> list[str]:
@@ -224,16 +272,7 @@ def test_minimal_rights_are_enough_and_the_password_never_shows(secure_kafka, bu
     kafka, n = secure_kafka, names()
     kafka.create_topics(n["input"], n["dead_letters"], n["results"])
     kafka.grant(list(minimal_rights(n).values()))
-    # Two closed windows of normal records an hour ago, one empty record (a dead letter), and one record of a later
-    # window that closes them.
-    gen = SeedLikeGenerator(5)
-    now_ms = int(time.time() * 1000) - 3_600_000
-    base = now_ms - now_ms % (WINDOW_S * 1000)
-    records = [(base + i * 10, s.encode()) for i, s in enumerate(gen.normal(300))]
-    records += [(base + WINDOW_S * 1000 + i * 10, s.encode()) for i, s in enumerate(gen.normal(300))]
-    records += [(base + 20, b"")]
-    records += [(base + 4 * WINDOW_S * 1000, gen.normal(1)[0].encode())]
-    kafka.produce(n["input"], records)
+    base, _ = produce_two_windows(kafka, n["input"])
 
     # The metrics endpoint as a production daemon serves it: TLS, verified client certificates.
     make_certificates(tmp_path)
@@ -364,3 +403,75 @@ def test_a_right_taken_away_while_running_stops_the_daemon_before_it_commits_pas
     assert_refused(code, lines, "may not write to topic", repr(n["dead_letters"]), "kafka.dead_letter_topic")
     # The dead letter was not delivered, so its record was not committed: a restart with the right reads it again.
     assert kafka.committed(n["group"], n["input"]) == 50
+
+
+# --------------------------------------------------------------------------------------------- fleet mode
+
+
+def test_fleet_mode_works_with_read_write_and_describe_configs_on_the_changelog(secure_kafka, bundle_path, tmp_path):
+    # The changelog is kafka-python's whatever kafka.client says (its consumer and idempotent producer), so the
+    # default client is enough here; the consumer group's rights are those of the tests above.
+    kafka, n = secure_kafka, names()
+    kafka.create_topics(n["input"], n["dead_letters"], n["results"])
+    kafka.create_changelog(n["changelog"])
+    kafka.grant([*minimal_rights(n).values(), *changelog_rights(n).values()])
+    base, produced = produce_two_windows(kafka, n["input"])
+
+    args = daemon_args(kafka, n, "kafka-python", bundle_path, tmp_path, **fleet_settings(n))
+    log_path = tmp_path / "seqmon.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            args, env=daemon_env(kafka.daemon_password), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            # The watermark (the last record, less 1 s of lateness) closes the first three windows, the third empty.
+            results = kafka.read_all(n["results"], 3)
+            dead = kafka.read_all(n["dead_letters"], 1)
+            states = kafka.read_all(n["changelog"], 2)
+            deadline = time.monotonic() + 30
+            while kafka.committed(n["group"], n["input"]) != produced and time.monotonic() < deadline:
+                time.sleep(0.5)
+            committed = kafka.committed(n["group"], n["input"])
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+        finally:
+            proc.terminate()
+            code = proc.wait(timeout=60)
+    text = log_path.read_text(errors="replace")
+    assert code == 0, text[-3000:]
+    counts = {r.key.decode(): json.loads(r.value)["count"] for r in results}
+    assert counts == {f"{n['input']}/{base + i * WINDOW_S * 1000}": c for i, c in enumerate((300, 300, 0))}, counts
+    assert [r.value for r in dead] == [b""]
+    # The daemon's partition state (with the offset it covers) and the marker of what it published.
+    assert {r.key.decode() for r in states} >= {f"{n['input']}/0", f"{n['input']}/published"}
+    assert committed == produced  # committed after the state that covers them was acknowledged
+
+
+CHANGELOG_REFUSALS = {
+    "read changelog": ["may not read topic", "(state.changelog_topic)", "READ right on the topic"],
+    "write changelog": ["may not write to topic", "(state.changelog_topic)", "WRITE right on the topic"],
+    "describe changelog configs": [
+        "may not read the settings of topic", "(state.changelog_topic)", "DESCRIBE_CONFIGS right on the topic"
+    ],
+    "create changelog": ["does not exist", "(state.changelog_topic)", "CREATE right on the topic"],
+}
+
+
+@pytest.mark.parametrize("missing", list(CHANGELOG_REFUSALS))
+def test_a_missing_right_on_the_changelog_is_named(secure_kafka, bundle_path, tmp_path, missing):
+    kafka, n = secure_kafka, names()
+    kafka.create_topics(n["input"], n["dead_letters"], n["results"])
+    rights = {**minimal_rights(n), **changelog_rights(n)}
+    if missing != "create changelog":  # else the topic is not there, and the user has every right but CREATE on it
+        kafka.create_changelog(n["changelog"])
+        del rights[missing]
+    kafka.grant(list(rights.values()))
+    # A record to read, so that a state is written (and read back) at the first checkpoint.
+    kafka.produce(n["input"], [(int(time.time() * 1000), b"a b c")])
+    code, lines = run_until_exit(
+        daemon_args(kafka, n, "kafka-python", bundle_path, tmp_path, **fleet_settings(n)),
+        daemon_env(kafka.daemon_password), tmp_path / "log",
+    )
+    assert_refused(code, lines, f"user '{DAEMON_USER}'", repr(n["changelog"]), *CHANGELOG_REFUSALS[missing])
+    # Not a retry storm: the client logs the refusal once or twice, then seqmon stops (and asks no more at shutdown).
+    refusals = [line for line in lines if "TopicAuthorizationFailed" in line]
+    assert len(refusals) <= 6, "\n".join(refusals)
