@@ -15,7 +15,7 @@ import numpy as np
 from monitor import __version__
 from monitor.bundle import Bundle, load_bundle, save_bundle
 from monitor.errors import ConfigError, InputError
-from monitor.model import ModelSettings
+from monitor.model import SPARSE_FROM_FEATURES, ModelSettings
 from monitor.vectorize import Vectorizer, VectorizerSettings
 
 MIN_TRAINING_ROWS = 20
@@ -57,8 +57,7 @@ AUTO_POSITIONAL_PLACES = 60_000
 AUTO_MIN_COUNT = 2
 AUTO_MAX_SHAPES = 254
 #: Past this many distinct training rows, an epoch trains on a fresh random sample of this many: training time then
-#: stops growing with the data (tests/bench/bench_train.py: the output layer costs ~3 ms per row and epoch at 27,000
-#: input places on 2 busy cores).
+#: stops growing with the data (tests/bench/bench_train.py measures an epoch).
 AUTO_EPOCH_ROWS = 50_000
 #: At most this many rows pass through training (epochs x rows per epoch; and at most 100 epochs): early stopping
 #: rarely fires on a validation loss that keeps creeping down, and quality is flat long before (README: 25 against
@@ -66,6 +65,13 @@ AUTO_EPOCH_ROWS = 50_000
 #: past 50,000 distinct rows training time stays at 30 epochs of 50,000 rows, whatever the data.
 AUTO_MAX_ROWS_SEEN = 1_500_000
 AUTO_MAX_EPOCHS = 100
+#: Rows per batch, and the most for wide inputs. A training step costs O(places x hidden width) whatever the batch
+#: (the output layer's Gram matrix, Adam's update of the first and last layers), so from
+#: ``monitor.model.SPARSE_FROM_FEATURES`` input places the batch grows (doubling, up to ``AUTO_WIDE_BATCH``) as long
+#: as an epoch keeps at least ``AUTO_MIN_STEPS`` steps.
+AUTO_BATCH = 128
+AUTO_WIDE_BATCH = 1024
+AUTO_MIN_STEPS = 32
 
 
 def auto_tokenizer() -> VectorizerSettings:
@@ -132,12 +138,22 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
     )
     distinct_rows = len(set(sequences))
     epoch_rows = AUTO_EPOCH_ROWS if distinct_rows > AUTO_EPOCH_ROWS else 0
-    epochs = int(min(AUTO_MAX_EPOCHS, -(-AUTO_MAX_ROWS_SEEN // max(1, min(distinct_rows, AUTO_EPOCH_ROWS)))))
+    rows_per_epoch = max(1, min(distinct_rows, AUTO_EPOCH_ROWS))
+    epochs = int(min(AUTO_MAX_EPOCHS, -(-AUTO_MAX_ROWS_SEEN // rows_per_epoch)))
+    batch = AUTO_BATCH
+    if vec.n_features >= SPARSE_FROM_FEATURES:
+        while batch < AUTO_WIDE_BATCH and rows_per_epoch // (2 * batch) >= AUTO_MIN_STEPS:
+            batch *= 2
     mod = ModelSettings(
-        hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=128, epochs=epochs, patience=6,
+        hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=batch, epochs=epochs, patience=6,
         epoch_rows=epoch_rows, weighted_error=True,
     )
     reasons.append(f"input: {vec.describe()}")
+    if batch > AUTO_BATCH:
+        reasons.append(
+            f"batches of {batch} rows: with {vec.n_features:,} input places a training step costs about the same for "
+            f"{AUTO_BATCH} rows as for {batch}, and an epoch keeps {rows_per_epoch // batch} steps"
+        )
     reasons.append(
         "error: each place's squared error weighted by the inverse of its mean squared error on the training rows, so "
         "a miss where the model is always right is loud and one where normal traffic varies is mild"

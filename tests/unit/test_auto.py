@@ -82,3 +82,21 @@ def test_many_distinct_rows_get_sampled_epochs():
     assert mod.epoch_rows == 0 and mod.epochs == 100 and not any(r.startswith("at most") for r in reasons)
     _, mod, _ = auto_settings(lines[:30_000])  # 30,000 distinct rows: 50 epochs make 1.5 million
     assert mod.epoch_rows == 0 and mod.epochs == 50
+
+
+def test_wide_inputs_train_in_larger_batches_while_an_epoch_keeps_its_steps():
+    from monitor.model import SPARSE_FROM_FEATURES
+    from monitor.train import AUTO_BATCH, AUTO_MIN_STEPS
+
+    narrow = auto_settings(codes(20_000))[1]
+    assert narrow.batch_size == AUTO_BATCH
+    # 24,000 words seen twice each, three per line: about 24,000 token places, wide.
+    rng = np.random.default_rng(0)
+    words = np.repeat([f"w{i}" for i in range(24_000)], 2)
+    rng.shuffle(words)
+    lines = [" ".join(words[i : i + 3]) for i in range(0, len(words) - 2, 3)]
+    vec, mod, reasons = auto_settings(lines)
+    assert vec.n_features >= SPARSE_FROM_FEATURES
+    assert mod.batch_size > AUTO_BATCH and len(set(lines)) // mod.batch_size >= AUTO_MIN_STEPS
+    assert len(set(lines)) // (2 * mod.batch_size) < AUTO_MIN_STEPS  # the largest batch that keeps the steps
+    assert any(f"batches of {mod.batch_size} rows" in r for r in reasons)
