@@ -145,9 +145,13 @@ class Daemon:
         ``state.on_bundle_change = "discard"`` dropped with their previous windows (the baseline resets on its own).
         A checkpoint without open windows holds nothing to lose, and only its figures are dropped."""
         written_by = checkpoint.get("bundle") or None  # None: written before checkpoints named their bundle
+        try:
+            windower = Windower.from_snapshot(self.window_settings, checkpoint["windower"],
+                                              bundle=written_by if written_by in (None, bundle) else None)
+        except StateError as e:  # another geometry or version: say which directory holds it
+            raise StateError(f"state directory {self.state_dir}: {e}") from None
         if written_by is None or written_by == bundle:
-            return Windower.from_snapshot(self.window_settings, checkpoint["windower"], bundle=written_by)
-        windower = Windower.from_snapshot(self.window_settings, checkpoint["windower"])
+            return windower
         holding = [w for w in windower.open_windows() if w.aggregate.count]
         if holding and self.settings.state.on_bundle_change != "discard":
             raise StateError(

@@ -290,6 +290,16 @@ def test_a_checkpoint_of_another_bundle_stops_the_daemon_in_one_line(bundle_dir,
     assert read_checkpoint(state)["bundle"] == old  # left as it was
 
 
+def test_a_checkpoint_of_another_window_size_names_its_state_directory(bundle_dir, tmp_path):
+    state = tmp_path / "state"
+    _interrupted(bundle_dir, state, minute_batches(2, 50, seed=11))
+    with pytest.raises(StateError) as refused:
+        Daemon(settings_for(bundle_dir, state, **{"window.size_seconds": str(2 * WINDOW_S)}),
+               registry=CollectorRegistry(), clock=Clock(T0))
+    message = str(refused.value)
+    assert message.startswith(f"state directory {state}: ") and "size_ms" in message and "\n" not in message
+
+
 def test_discarding_the_state_of_another_bundle_keeps_offsets_and_closed_windows(bundle_dir, tmp_path, caplog):
     state = tmp_path / "state"
     batches = minute_batches(4, 50, seed=11)
