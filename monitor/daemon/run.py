@@ -146,8 +146,7 @@ class Daemon:
         A checkpoint without open windows holds nothing to lose, and only its figures are dropped."""
         written_by = checkpoint.get("bundle") or None  # None: written before checkpoints named their bundle
         try:
-            windower = Windower.from_snapshot(self.window_settings, checkpoint["windower"],
-                                              bundle=written_by if written_by in (None, bundle) else None)
+            windower = Windower.from_snapshot(self.window_settings, checkpoint["windower"], bundle=written_by)
         except StateError as e:  # another geometry or version: say which directory holds it
             raise StateError(f"state directory {self.state_dir}: {e}") from None
         if written_by is None or written_by == bundle:

@@ -235,18 +235,19 @@ class ConfluentSource(KafkaSourceBase):
             consumer.assign([TopicPartition(t, p, seeks.get((t, p), OFFSET_INVALID)) for t, p in keys])
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        keys = sorted_keys(partitions)
-        try:
-            if self._on_revoke is not None and keys:
-                self._on_revoke(keys)
-        finally:
-            consumer.unassign()
+        self._given_up(consumer, partitions, self._on_revoke)
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._given_up(consumer, partitions, self._on_lost)
+
+    @staticmethod
+    def _given_up(consumer: Consumer, partitions: list[TopicPartition], callback: PartitionCallback | None) -> None:
+        """Partitions revoked or lost: the daemon's callback, then unassigned even if it raised (librdkafka's
+        rebalance state must stay consistent)."""
         keys = sorted_keys(partitions)
         try:
-            if self._on_lost is not None and keys:
-                self._on_lost(keys)
+            if callback is not None and keys:
+                callback(keys)
         finally:
             consumer.unassign()
 
