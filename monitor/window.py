@@ -843,7 +843,12 @@ class Windower:
         if now_ms is not None:
             part.active_ms = now_ms
         if part.lag == 0:
-            part.lag = None  # it had more after all; a lag > 0 stays until the next report (holding back is safe)
+            # It had more after all, so the producer wrote after the report: every lag of 0 in this topic is as stale
+            # (a batch may carry one partition's new records before another's). A lag > 0 stays until the next
+            # report (holding back is safe).
+            for other in state.partitions.values():
+                if other.lag == 0:
+                    other.lag = None
 
     def _absorb(
         self,

@@ -260,3 +260,20 @@ def test_idle_timeout_setting_is_validated():
 
     with pytest.raises(ConfigError, match="idle_timeout_ms"):
         WindowSettings(idle_timeout_ms=-1)
+
+
+def test_new_records_make_every_lag_of_zero_of_the_topic_stale():
+    """All caught up, then the producer writes to every partition: one batch may carry partition 0's new records
+    before partition 1's. Partition 1's lag of 0 is as stale as partition 0's, so it holds the topic until it
+    delivers or reports again, and its records of the next window are not late (found in the two-daemon test)."""
+    w = Windower(WindowSettings(size_ms=H, allowed_lateness_ms=0))
+    w.assign([("t", 0), ("t", 1)])
+    add(w, "t", 0, [10 * M])
+    add(w, "t", 1, [20 * M])
+    w.report_lags({("t", 0): 0, ("t", 1): 0}, now_ms=0)
+    closed, late = add(w, "t", 0, [H + 5 * M, 2 * H + 5 * M])
+    assert closed == [] and w.watermark_ms("t") == 20 * M  # partition 1 holds at its newest event
+    closed, late = add(w, "t", 1, [H + 10 * M])
+    assert not late.any() and [c.start_ms for c in closed] == [0]
+    w.report_lags({("t", 0): 0, ("t", 1): 0}, now_ms=0)  # a fresh report: both caught up again
+    assert w.watermark_ms("t") == 2 * H + 5 * M
