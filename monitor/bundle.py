@@ -6,6 +6,8 @@ A bundle is a directory::
                            content_sha256 over all of that (see _manifest_sha256)
     vocabulary.json        {"tokens": kept tokens in index order (index 0 padding and, with OOV on, 1 OOV come first),
                            "shapes": kept token shapes in index order (0 padding, 1 unknown shape come first)}
+    rare_tokens.npz        with the vectorizer's ``rare`` on: the 64-bit hashes of the tokens seen in training too
+                           rarely for a place of their own ("once", "twice_or_more", each sorted)
     weights.npz            the dense layers as numpy arrays: what the TensorFlow-free scorer loads
     reference_errors.npy   errors of held-out normal rows, sorted ascending: the scale of percentile ranks
     model.keras            the Keras model, for retraining and for checking the numpy scorer against Keras
@@ -33,18 +35,19 @@ import pyarrow.compute as pc
 
 from monitor.errors import BundleError, ConfigError
 from monitor.score import DenseLayer, ReconstructionScorer, group_score, percentile_rank, top_per_row
-from monitor.vectorize import OOV_INDEX, Vectorizer, VectorizerSettings, _ranges, tokenize
+from monitor.vectorize import OOV_INDEX, RARE_INDEX, RareTokens, Vectorizer, VectorizerSettings, _ranges, tokenize
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Version 1 stored vocabulary.json as a plain list of tokens and had no token shapes; version 2 had no place weights
 #: (its error is the plain mean squared error). Both load unchanged. Version 3 may weight the error by place, which an
-#: older seqmon would silently ignore, hence the new number.
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
+#: older seqmon would silently ignore, hence the new number. Version 4 may tell rare tokens from never-seen ones
+#: (rare_tokens.npz); versions 1-3 load unchanged (their vectorizers have it off).
+READABLE_FORMAT_VERSIONS = (1, 2, 3, 4)
 #: ``bundle.json``'s ``error``: how a row's error is computed from its squared errors per place.
 ERROR_KINDS = {"mse": "mean squared error", "weighted_mse": "mean squared error weighted by place"}
 log = logging.getLogger("seqmon")
 
-FILES = ("vocabulary.json", "weights.npz", "reference_errors.npy", "model.keras")
+FILES = ("vocabulary.json", "rare_tokens.npz", "weights.npz", "reference_errors.npy", "model.keras")
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ class Bundle:
         contrib = self.scorer.contributions(encoded) / encoded.n_features
         present = np.zeros(encoded.n_features, dtype=bool)
         present[encoded.indices[encoded.indptr[0] : encoded.indptr[1]]] = True
-        column_oov = self._column_table()[2]
+        _, _, column_oov, column_special = self._column_table()
         items = []
         for kind, mask in (("unexpected", present), ("missing", ~present)):
             columns = np.flatnonzero(mask)
@@ -178,21 +181,26 @@ class Bundle:
             for col in ranked[contrib[ranked] > 0].tolist():
                 token, position = self.vectorizer.token_of_column(col)
                 if kind == "unexpected" and column_oov[col]:
-                    token = self._unknown_label(sequence, int(column_oov[col]), position) or token
+                    label = self._unknown_label(sequence, int(column_oov[col]), int(column_special[col]), position)
+                    token = label or token
                 items.append({"token": token, "position": position, "contribution": float(contrib[col]), "kind": kind})
         items.sort(key=lambda item: -item["contribution"])  # stable: an unexpected place first on a tie
         return items
 
-    def _unknown_label(self, sequence: str, oov_kind: int, position: int | None) -> str | None:
-        """What an OOV place of one sequence shows (see ``_OOV_AT_POSITION`` and the others); None if nothing."""
+    def _unknown_label(self, sequence: str, oov_kind: int, special: int, position: int | None) -> str | None:
+        """What an OOV or rare place of one sequence shows (see ``_OOV_AT_POSITION`` and the others); None if
+        nothing. ``special``: the place's index, ``OOV_INDEX`` or ``RARE_INDEX``."""
         s = self.vectorizer.settings
-        tokens = tokenize([sequence], s).values.to_pylist()
-        known = set(self.vectorizer.vocabulary)
+        tokenized = tokenize([sequence], s)
+        tokens = tokenized.values.to_pylist()
+        ids = self.vectorizer.token_ids(tokenized).tolist()
         if oov_kind == _OOV_AT_POSITION:
-            token = tokens[position] if position is not None and position < len(tokens) else None
-            return token if token is not None and token not in known else None
-        kept = tokens[: s.max_length] if oov_kind == _OOV_KEPT else tokens
-        return " ".join(dict.fromkeys(t for t in kept if t not in known)) or None
+            if position is None or position >= len(tokens):
+                return None
+            return tokens[position] if ids[position] == special else None
+        limit = s.max_length if oov_kind == _OOV_KEPT and s.max_length is not None else len(tokens)
+        kept = range(min(len(tokens), limit))
+        return " ".join(dict.fromkeys(tokens[i] for i in kept if ids[i] == special)) or None
 
     def explain_batch(self, sequences: Sequence[str] | pa.Array, top: int = 3) -> Explanations:
         """The ``top`` unexpected places of every sequence of a batch: :meth:`explain`'s ``unexpected`` items, in batch.
@@ -219,23 +227,34 @@ class Bundle:
         rows = np.repeat(np.arange(n), np.diff(encoded.indptr))[keep]
         columns = encoded.indices[keep].astype(np.int64)
         indptr = _offsets(rows, n)
-        names, column_positions, column_oov = self._column_table()
+        names, column_positions, column_oov, column_special = self._column_table()
         tokens = names.take(pa.array(columns))
         kind = column_oov[columns]
-        u_rows, u_positions, u_values, u_kept = self._unknown_tokens(sequences)
-        for oov_kind in (_OOV_AT_POSITION, _OOV_KEPT, _OOV_ALL):
-            mask = kind == oov_kind
-            if not mask.any():
+        special = column_special[columns]
+        token_rows, token_positions, token_values, token_ids = self._special_tokens(sequences)
+        for index in (OOV_INDEX, RARE_INDEX):
+            if not (special == index).any():
                 continue
-            if oov_kind == _OOV_AT_POSITION:
-                labels = _labels_at_position(
-                    u_rows[u_kept], u_positions[u_kept], u_values.filter(pa.array(u_kept)), s.max_length or 1,
-                    rows[mask], column_positions[columns[mask]],
-                )
-            else:
-                select = u_kept if oov_kind == _OOV_KEPT else np.ones(len(u_rows), dtype=bool)
-                labels = _distinct_labels(n, u_rows[select], u_values.filter(pa.array(select)), rows[mask])
-            tokens = pc.replace_with_mask(tokens, pa.array(mask), labels)
+            chosen = token_ids == index
+            u_rows, u_positions = token_rows[chosen], token_positions[chosen]
+            u_values = token_values.filter(pa.array(chosen))
+            u_kept = u_positions < s.max_length if s.max_length is not None else np.ones(len(u_rows), dtype=bool)
+            for oov_kind in (_OOV_AT_POSITION, _OOV_KEPT, _OOV_ALL):
+                mask = (kind == oov_kind) & (special == index)
+                if not mask.any():
+                    continue
+                if oov_kind == _OOV_AT_POSITION:
+                    labels = _labels_at_position(
+                        u_rows[u_kept], u_positions[u_kept], u_values.filter(pa.array(u_kept)), s.max_length or 1,
+                        rows[mask], column_positions[columns[mask]],
+                    )
+                else:
+                    select = u_kept if oov_kind == _OOV_KEPT else np.ones(len(u_rows), dtype=bool)
+                    labels = _distinct_labels(n, u_rows[select], u_values.filter(pa.array(select)), rows[mask])
+                tokens = pc.replace_with_mask(tokens, pa.array(mask), labels)
+        unknown = token_ids == OOV_INDEX
+        u_rows, u_values = token_rows[unknown], token_values.filter(pa.array(unknown))
+        u_kept = token_positions[unknown] < s.max_length if s.max_length is not None else np.ones(len(u_rows), bool)
         return Explanations(
             indptr=indptr,
             tokens=tokens,
@@ -247,40 +266,41 @@ class Bundle:
             ),
         )
 
-    def _column_table(self) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-        """Per input column, built once per bundle: its name (``<pad>``, ``<oov>``, a vocabulary token, ``<shape
-        A9>``, ``<length 3>``), its position (-1 for none) and which unknown tokens an OOV place stands for."""
+    def _column_table(self) -> tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]:
+        """Per input column, built once per bundle: its name (``<pad>``, ``<oov>``, ``<rare>``, a vocabulary token,
+        ``<shape A9>``, ``<length 3>``), its position (-1 for none), which of the row's tokens an OOV or rare place
+        stands for (``_OOV_AT_POSITION`` and the others, 0 for other places) and which index it is (``OOV_INDEX``,
+        ``RARE_INDEX``, or 0)."""
         if self._column_token_cache is None:
             v, s = self.vectorizer, self.vectorizer.settings
             named = [v.token_of_column(c) for c in range(v.n_features)]
             names = pa.array([name for name, _ in named], pa.string())
             positions = np.array([-1 if p is None else p for _, p in named], dtype=np.int64)
             oov = np.zeros(v.n_features, dtype=np.int8)
-            if s.oov:
-                channels = s.channels()
-                start, width = channels["tokens"]
-                columns = np.arange(start, start + width)
-                positional = s.encoding == "positional"
-                at_oov = (columns % s.vocab_size if positional else columns) == OOV_INDEX
-                oov[columns[at_oov]] = _OOV_AT_POSITION if positional else _OOV_KEPT
+            special = np.zeros(v.n_features, dtype=np.int8)
+            channels = s.channels()
+            start, width = channels["tokens"]
+            columns = np.arange(start, start + width)
+            positional = s.encoding == "positional"
+            for index in [OOV_INDEX] * s.oov + [RARE_INDEX] * s.rare:
+                at = columns[(columns % s.vocab_size if positional else columns) == index]
+                oov[at] = _OOV_AT_POSITION if positional else _OOV_KEPT
+                special[at] = index
                 if "bag" in channels:
-                    oov[channels["bag"][0] + OOV_INDEX] = _OOV_ALL
-            self._column_token_cache = (names, positions, oov)
+                    oov[channels["bag"][0] + index] = _OOV_ALL
+                    special[channels["bag"][0] + index] = index
+            self._column_token_cache = (names, positions, oov, special)
         return self._column_token_cache
 
-    def _unknown_tokens(self, sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]:
-        """Row, position and value of every out-of-vocabulary token, and whether the encoding kept it (within
-        ``max_length``; the bag keeps all)."""
+    def _special_tokens(self, sequences: pa.Array) -> tuple[np.ndarray, np.ndarray, pa.Array, np.ndarray]:
+        """Row, position, value and index (``OOV_INDEX`` or ``RARE_INDEX``) of every token without a place of its
+        own. With OOV off unknown tokens are dropped: no place stands for them."""
         s = self.vectorizer.settings
         tokens = tokenize(sequences, s)
-        if s.oov:
-            select = self.vectorizer.token_ids(tokens) == OOV_INDEX
-        else:  # unknown tokens are dropped: no place stands for them
-            select = np.zeros(len(tokens.rows), dtype=bool)
-        chosen = np.flatnonzero(select)
-        positions = tokens.positions[chosen]
-        kept = positions < s.max_length if s.max_length is not None else np.ones(len(chosen), dtype=bool)
-        return tokens.rows[chosen], positions, tokens.values.take(pa.array(chosen, pa.int64())), kept
+        ids = self.vectorizer.token_ids(tokens)
+        chosen = np.flatnonzero((ids == OOV_INDEX) | (ids == RARE_INDEX)) if s.oov else np.zeros(0, dtype=np.int64)
+        values = tokens.values.take(pa.array(chosen, pa.int64()))
+        return tokens.rows[chosen], tokens.positions[chosen], values, ids[chosen]
 
     def describe(self) -> dict:
         """What ``seqmon inspect`` prints."""
@@ -296,7 +316,13 @@ class Bundle:
                 "median": float(np.median(self.reference_errors)),
                 "max": float(self.reference_errors[-1]),
             },
-            "vocabulary": {"tokens": len(self.vectorizer.vocabulary), "first": self.vectorizer.vocabulary[:10]},
+            "vocabulary": {
+                "tokens": len(self.vectorizer.vocabulary),
+                "first": self.vectorizer.vocabulary[:10],
+                **({"rare_tokens": {"seen_once": len(self.vectorizer.rare.once),
+                                    "seen_twice_or_more": len(self.vectorizer.rare.twice_or_more)}}
+                   if self.vectorizer.settings.rare else {}),
+            },
             "layers": [f"{l.kernel.shape[0]}→{l.kernel.shape[1]} {l.activation}" for l in self.scorer.layers],
             **self.metadata,
         }
@@ -439,6 +465,13 @@ def _write_files(
     threshold = float(np.percentile(reference, threshold_percentile))
     vocabulary = {"tokens": vectorizer.vocabulary, "shapes": vectorizer.shapes}
     _fsync_write(path / "vocabulary.json", json.dumps(vocabulary, ensure_ascii=False).encode())
+    files = ["vocabulary.json"]
+    if vectorizer.settings.rare:
+        with open(path / "rare_tokens.npz", "wb") as f:
+            np.savez(f, once=vectorizer.rare.once, twice_or_more=vectorizer.rare.twice_or_more)
+            f.flush()
+            os.fsync(f.fileno())
+        files.append("rare_tokens.npz")
     arrays = {}
     for i, layer in enumerate(layers):
         arrays[f"kernel_{i}"] = np.asarray(layer.kernel, np.float32)
@@ -453,7 +486,7 @@ def _write_files(
         np.save(f, reference, allow_pickle=False)
         f.flush()
         os.fsync(f.fileno())
-    files = ["vocabulary.json", "weights.npz", "reference_errors.npy"]
+    files += ["weights.npz", "reference_errors.npy"]
     if keras_model is not None:
         keras_model.save(path / "model.keras")
         with open(path / "model.keras", "rb+") as f:
@@ -580,7 +613,13 @@ def _load_once(path: Path) -> Bundle:
         vocabulary = json.loads(data["vocabulary.json"].decode("utf-8"))
         if version == 1:
             vocabulary = {"tokens": vocabulary, "shapes": []}
-        vectorizer = Vectorizer(settings, vocabulary["tokens"], vocabulary["shapes"])
+        rare = None
+        if settings.rare:
+            if "rare_tokens.npz" not in data:
+                raise ValueError("its vectorizer tells rare tokens apart but rare_tokens.npz is not listed")
+            with np.load(io.BytesIO(data["rare_tokens.npz"]), allow_pickle=False) as r:
+                rare = RareTokens(r["once"].astype(np.uint64), r["twice_or_more"].astype(np.uint64))
+        vectorizer = Vectorizer(settings, vocabulary["tokens"], vocabulary["shapes"], rare)
         error = doc.get("error", "mse")
         if error not in ERROR_KINDS:
             raise ValueError(f"unknown error {error!r}")

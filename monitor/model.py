@@ -33,6 +33,14 @@ class ModelSettings:
     ``epoch_rows`` (0: all) caps the rows of an epoch at a fresh random sample of that many, so training time stops
     growing with the data once it exceeds the cap (early stopping still watches the whole validation set).
 
+    ``hide_novelty`` keeps the first layer blind to the places that say "a token without a place of its own is
+    here" (``<oov>``, ``<rare>``: ``VectorizerSettings.novelty_columns``): their kernel rows stay zero, so the model
+    predicts them from the rest of the row instead of copying them through. An autoencoder copies any input common
+    enough to earn room in its bottleneck, so a copied ``<oov>`` place reconstructs well and a never-seen token costs
+    almost nothing. With the positional encoding the model still sees *that* a position holds such a token (no token
+    place of that position is lit), but not whether it is new or was seen rarely: it predicts which from context, so a
+    new value where this context's values recur is loud, and one where they are always new (ids) is mild.
+
     ``weighted_error`` scores with place weights (``monitor.score.place_weights``, read off the training rows after
     the fit) instead of the plain mean squared error: an error where the model is always right counts more than one
     where normal traffic is noisy. Off in the named presets, which keep the published method; on in ``auto``.
@@ -52,6 +60,7 @@ class ModelSettings:
     distinct_rows: bool = True
     epoch_rows: int = 0
     weighted_error: bool = False
+    hide_novelty: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -83,22 +92,50 @@ def _keras():
     return keras
 
 
-def build_autoencoder(n_features: int, settings: ModelSettings, sparse: bool = False):
+def _blind_rows(columns: np.ndarray | None):
+    """A kernel constraint that holds the first layer's rows of ``columns`` at zero (None: no constraint)."""
+    if columns is None or len(columns) == 0:
+        return None
+    keras = _keras()
+
+    class BlindRows(keras.constraints.Constraint):
+        def __call__(self, kernel):
+            mask = np.ones((kernel.shape[0], 1), dtype=np.float32)
+            mask[columns] = 0.0
+            return kernel * mask
+
+    return BlindRows()
+
+
+def _blind(layer, constraint) -> None:
+    """Apply ``constraint`` to a built layer's kernel now (Keras applies it after every step, not before the first)."""
+    if constraint is not None:
+        layer.kernel.assign(constraint(layer.kernel))
+
+
+def build_autoencoder(n_features: int, settings: ModelSettings, sparse: bool = False,
+                      hidden_inputs: np.ndarray | None = None):
     """A Keras Sequential dense autoencoder for rows of ``n_features`` places.
 
     With ``sparse`` the model takes ``tf.SparseTensor`` rows (its first layer is then a sum of the weight rows of each
     row's few stored places) and is compiled with :func:`sparse_mse`, whose targets are the same sparse rows: no dense
-    input or target matrix is ever built. Training uses that form; the bundle keeps the plain one (same weights)."""
+    input or target matrix is ever built. Training uses that form; the bundle keeps the plain one (same weights).
+    ``hidden_inputs``: columns the first layer is kept blind to while training (``ModelSettings.hide_novelty``)."""
     keras = _keras()
     layers = [keras.Input(shape=(n_features,), sparse=sparse)]
-    for units in settings.hidden:
-        layers.append(keras.layers.Dense(units, activation=settings.activation))
+    constraint = _blind_rows(hidden_inputs)
+    widths = [*settings.hidden, settings.bottleneck]
     regularizer = keras.regularizers.L1(settings.l1_activity) if settings.l1_activity else None
-    layers.append(keras.layers.Dense(settings.bottleneck, activation=settings.activation, activity_regularizer=regularizer))
+    for k, units in enumerate(widths):
+        layers.append(keras.layers.Dense(
+            units, activation=settings.activation, kernel_constraint=constraint if k == 0 else None,
+            activity_regularizer=regularizer if k == len(widths) - 1 else None,
+        ))
     for units in reversed(settings.hidden):
         layers.append(keras.layers.Dense(units, activation=settings.activation))
     layers.append(keras.layers.Dense(n_features, activation=settings.output_activation))
     model = keras.Sequential(layers, name="seqmon_autoencoder")
+    _blind(model.layers[0], constraint)
     loss = sparse_mse(n_features) if sparse else "mse"
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss=loss)
     return model
@@ -120,7 +157,7 @@ def sparse_mse(n_features: int):
     return loss
 
 
-def _gram_autoencoder(n_features: int, settings: ModelSettings):
+def _gram_autoencoder(n_features: int, settings: ModelSettings, hidden_inputs: np.ndarray | None = None):
     """The autoencoder for wide inputs, trained without ever reconstructing a row in full.
 
     It takes sparse rows ``x`` and returns each row's mean squared error, not its reconstruction: with a linear
@@ -138,13 +175,17 @@ def _gram_autoencoder(n_features: int, settings: ModelSettings):
         def __init__(self):
             super().__init__(name="seqmon_autoencoder_gram")
             widths = [*settings.hidden, settings.bottleneck, *reversed(settings.hidden)]
-            self.body = [keras.layers.Dense(u, activation=settings.activation) for u in widths]
+            constraint = _blind_rows(hidden_inputs)
+            self.body = [keras.layers.Dense(u, activation=settings.activation,
+                                            kernel_constraint=constraint if k == 0 else None)
+                         for k, u in enumerate(widths)]
             self.out = keras.layers.Dense(n_features)
             width = n_features
             for layer in self.body:
                 layer.build((None, width))
                 width = layer.units
             self.out.build((None, width))
+            _blind(self.body[0], constraint)
 
         def call(self, x):
             h = x
@@ -233,6 +274,7 @@ def train_autoencoder(
     train_weights: np.ndarray | None = None,
     validation_weights: np.ndarray | None = None,
     path: str | None = None,
+    hidden_inputs: np.ndarray | None = None,
 ):
     """Train on normal rows; early stopping on the validation loss restores the best weights.
 
@@ -241,6 +283,8 @@ def train_autoencoder(
 
     Deterministic for a given ``settings.seed`` (Keras seeds and TensorFlow's deterministic ops).
     Rows may carry weights (how often a distinct row occurred), so repeated rows are trained once per epoch.
+    ``hidden_inputs``: columns whose first-layer rows stay zero (``ModelSettings.hide_novelty``); the published model
+    has the same zero rows and no constraint.
     Returns ``(model, history_dict)``.
     """
     keras = _keras()
@@ -256,8 +300,8 @@ def train_autoencoder(
     if path == "gram" and not linear:
         raise ConfigError("the gram training path needs a linear output layer without an activity penalty")
     sparse = path != "dense"
-    model = _gram_autoencoder(train.n_features, settings) if path == "gram" else build_autoencoder(
-        train.n_features, settings, sparse=sparse)
+    model = _gram_autoencoder(train.n_features, settings, hidden_inputs) if path == "gram" else build_autoencoder(
+        train.n_features, settings, sparse=sparse, hidden_inputs=hidden_inputs)
     callbacks = []
     if settings.patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True))

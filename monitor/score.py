@@ -175,9 +175,18 @@ class ReconstructionScorer:
 PLACE_WEIGHT_PRIOR_ROWS = 1.0
 
 
-def place_weights(scorer: ReconstructionScorer, encoded: Encoded, counts: np.ndarray | None = None) -> np.ndarray:
+def place_weights(
+    scorer: ReconstructionScorer, encoded: Encoded, counts: np.ndarray | None = None,
+    novelty: np.ndarray | None = None,
+) -> np.ndarray:
     """Each place's inverse mean squared residual over training rows: ``(N + p) / (Σ m (x - y)² + p)`` for rows
     occurring ``m`` times (``counts``; N = Σ m) and the prior ``p`` = :data:`PLACE_WEIGHT_PRIOR_ROWS`.
+
+    ``novelty`` places (``<oov>``, ``<rare>``: ``VectorizerSettings.novelty_columns``) weigh ``(N + p) / p``, as a
+    place never wrong in training. Such a place pools every value seen fewer than ``min_count`` times, so its
+    residual says how often *some* rare or new value occurs there; the value at hand is one of many, seen at most
+    once or twice in N rows (Good-Turing: each about 1/N), rarer than any token with a place of its own. Weighted by
+    the pool, a never-seen value counted less than a known value seen three times (README, Quality).
 
     With a linear output the sum over every row of ``y_d²`` is ``w_dᵀ (Hᵀ diag(m) H) w_d + 2 b_d (mᵀH)·w_d + N b_d²``
     (``w_d`` the output kernel's column d), and the stored places add ``m (x² - 2 x y)``: O(nnz·k + D·k²), no dense
@@ -215,6 +224,8 @@ def place_weights(scorer: ReconstructionScorer, encoded: Encoded, counts: np.nda
         total += ((gram @ kernel) * kernel).sum(axis=0) + 2.0 * bias * (hidden_sum @ kernel) + n * bias * bias
     # The expansion can leave a rounding-sized negative where a place is reconstructed perfectly.
     total = np.maximum(total, 0.0)
+    if novelty is not None and len(novelty):
+        total[novelty] = 0.0
     return (n + PLACE_WEIGHT_PRIOR_ROWS) / (total + PLACE_WEIGHT_PRIOR_ROWS)
 
 

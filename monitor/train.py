@@ -52,9 +52,10 @@ AUTO_MAX_VOCAB = 50_000
 #: Tokens x positions up to which every position has its own token places (order-sensitive); past it the tokens of
 #: a sequence go into one multi-hot bag and their order is carried by the shapes.
 AUTO_POSITIONAL_PLACES = 60_000
-#: A token must be seen this often in training to get a place of its own; rarer ones are out-of-vocabulary in
-#: training as they will be live, so the model learns where one-off values (ids, counters) are normal.
-AUTO_MIN_COUNT = 2
+#: A token must be seen this often in training to get a place of its own. Rarer ones light a "rare" place, and
+#: never-seen ones the out-of-vocabulary place; training rows are encoded leave one out (a token seen once is new to
+#: the row that holds it), so the model learns how often each place meets a new value, as live traffic will.
+AUTO_MIN_COUNT = 3
 AUTO_MAX_SHAPES = 254
 #: Past this many distinct training rows, an epoch trains on a fresh random sample of this many: training time then
 #: stops growing with the data (tests/bench/bench_train.py measures an epoch).
@@ -112,9 +113,11 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
     reasons.append(
         f"vocabulary {len(kept):,} tokens: of {distinct:,} distinct, those seen at least {AUTO_MIN_COUNT} times"
         + (f" (capped at {AUTO_MAX_VOCAB:,})" if len(kept) == AUTO_MAX_VOCAB else "")
-        + f"; {100 * rare_share:.2g} % of token occurrences are rarer values, out-of-vocabulary in training as live"
+        + f"; {100 * rare_share:.2g} % of token occurrences are rarer: one rare place stands for those seen in "
+        "training, the out-of-vocabulary place for new ones, and training rows count a token seen once as new, so "
+        "the model learns where new values are normal"
     )
-    vocab_size = len(kept) + 2
+    vocab_size = max(len(kept), 1) + 3  # a vocabulary of no token still needs a (never lit) place
     if vocab_size * max_length <= AUTO_POSITIONAL_PLACES:
         encoding, bag = "positional", "counts"
         reasons.append(
@@ -134,7 +137,7 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
     )
     vec = dataclasses.replace(
         base, vocab_size=vocab_size, max_length=max_length, encoding=encoding, min_count=AUTO_MIN_COUNT, bag=bag,
-        shapes=True, shape_vocab_size=len(shapes) + 2, length_signal=True,
+        shapes=True, shape_vocab_size=len(shapes) + 2, length_signal=True, rare=True,
     )
     distinct_rows = len(set(sequences))
     epoch_rows = AUTO_EPOCH_ROWS if distinct_rows > AUTO_EPOCH_ROWS else 0
@@ -146,7 +149,7 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
             batch *= 2
     mod = ModelSettings(
         hidden=(128,), bottleneck=32, learning_rate=3e-3, batch_size=batch, epochs=epochs, patience=6,
-        epoch_rows=epoch_rows, weighted_error=True,
+        epoch_rows=epoch_rows, weighted_error=True, hide_novelty=True,
     )
     reasons.append(f"input: {vec.describe()}")
     if batch > AUTO_BATCH:
@@ -156,7 +159,13 @@ def auto_settings(sequences: Sequence[str]) -> tuple[VectorizerSettings, ModelSe
         )
     reasons.append(
         "error: each place's squared error weighted by the inverse of its mean squared error on the training rows, so "
-        "a miss where the model is always right is loud and one where normal traffic varies is mild"
+        "a miss where the model is always right is loud and one where normal traffic varies is mild; a rare or new "
+        "token weighs as a place never wrong in training, since each such value was seen at most twice"
+    )
+    reasons.append(
+        "novelty: the model sees where a token has no place of its own but not whether it is new or seen rarely, and "
+        "predicts which from the rest of the row, so a new value where this context's values recur is loud and one "
+        "where values are always new (ids) is mild"
     )
     if epoch_rows:
         reasons.append(
@@ -242,14 +251,16 @@ def train_bundle(
     # The vocabulary comes from the training rows only, so held-out rows meet unknown tokens as live traffic does.
     vectorizer = Vectorizer.fit(train_rows, vectorizer_settings)
     fit_rows = sorted(set(train_rows)) if model_settings.distinct_rows else train_rows
-    train_enc = vectorizer.encode(fit_rows)
+    # Leave one out: a token seen once in training is, to the row holding it, as new as an unknown one live.
+    train_enc = vectorizer.encode(fit_rows, training=True)
     held_enc = vectorizer.encode(sorted(set(held_rows)) if model_settings.distinct_rows else held_rows)
     log(
         f"training on {len(train_rows):,} sequences ({len(fit_rows):,} distinct), "
         f"{len(held_rows):,} held out for reference errors; "
         f"{len(vectorizer.vocabulary):,} tokens kept, {vectorizer.n_features:,} input places"
     )
-    model, history = train_autoencoder(train_enc, held_enc, model_settings, verbose=verbose)
+    hidden_inputs = vectorizer_settings.novelty_columns() if model_settings.hide_novelty else None
+    model, history = train_autoencoder(train_enc, held_enc, model_settings, verbose=verbose, hidden_inputs=hidden_inputs)
     layers = export_layers(model)
     from monitor.score import ReconstructionScorer, place_weights  # noqa: PLC0415
 
@@ -258,7 +269,8 @@ def train_bundle(
         # Residuals over the training rows as they occurred: a frequent row weighs as often as it was seen.
         occurrences = Counter(train_rows)
         counts = np.array([occurrences[r] for r in fit_rows], dtype=np.float64) if model_settings.distinct_rows else None
-        weights = place_weights(ReconstructionScorer(layers), train_enc, counts)
+        weights = place_weights(ReconstructionScorer(layers), train_enc, counts,
+                                novelty=vectorizer_settings.novelty_columns() if vectorizer_settings.rare else None)
     # Reference errors are over every held-out occurrence: percentile ranks describe traffic as it arrives.
     reference = ReconstructionScorer(layers, place_weights=weights).errors(vectorizer.encode(held_rows))
     metadata = {

@@ -21,6 +21,14 @@ Optional channels, after the token places, let a vectorizer fitted to the user's
 ``min_count`` keeps only tokens seen that often in training: the tail of one-off values (ids, counters) is then
 out-of-vocabulary in training too, and the model learns where such values are normal.
 
+``rare`` (with ``min_count`` of 3 or more) tells a token *seen* in training, fewer than ``min_count`` times, from one
+*never seen*: the first lights a ``<rare>`` place (index 2), the second ``<oov>``. Training rows are encoded leave one
+out (``encode(..., training=True)``): a token seen once in training is, from the one row that holds it, never seen
+elsewhere, so it lights ``<oov>`` there, and a token seen twice lights ``<rare>``. The share of ``<oov>`` per place in
+training is then the Good-Turing estimate of how often live traffic brings a new value there, and a place where
+training never met a new value makes a new value loud. The rare tokens are kept as 64-bit hashes (``token_hashes``),
+at most ``RARE_MAX_TOKENS``.
+
 Tokenizing and encoding run on whole batches with Arrow compute kernels and numpy; there is no Python loop per record.
 Rows come out as CSR arrays (``indptr``, ``indices``, ``data``), which the scorer multiplies without densifying.
 """
@@ -42,6 +50,11 @@ from monitor.errors import ConfigError, InputError
 KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 PAD_INDEX = 0
 OOV_INDEX = 1
+#: With ``rare`` on: a token seen in training, but too rarely for a place of its own.
+RARE_INDEX = 2
+#: Most rare tokens a vectorizer keeps (8 bytes each); past it the most frequent are kept and the others count as
+#: never seen, live as in training.
+RARE_MAX_TOKENS = 4_000_000
 ENCODINGS = ("multi_hot", "positional", "counts")
 BAGS = ("none", "multi_hot", "counts")
 #: Shapes longer than this are cut: a shape names a kind of token, not its length.
@@ -52,8 +65,8 @@ SHAPE_MAX_CHARS = 12
 class VectorizerSettings:
     """How a string becomes a vector. Defaults reproduce the original method, plus the OOV index.
 
-    ``vocab_size`` counts every index, padding and OOV included (as Keras' ``num_words`` does), so at most
-    ``vocab_size - 2`` tokens are kept with ``oov`` on and ``vocab_size - 1`` with it off.
+    ``vocab_size`` counts every index, padding, OOV and rare included (as Keras' ``num_words`` does), so at most
+    ``vocab_size - reserved`` tokens are kept.
     ``max_length=None`` keeps all tokens (only meaningful with ``encoding="counts"`` or ``"multi_hot"``).
     """
 
@@ -69,9 +82,15 @@ class VectorizerSettings:
     shapes: bool = False
     shape_vocab_size: int = 64
     length_signal: bool = False
+    rare: bool = False
+
+    @property
+    def reserved(self) -> int:
+        """Indices before the first token: padding, then ``<oov>`` and ``<rare>`` when on."""
+        return 1 + int(self.oov) + int(self.rare)
 
     def __post_init__(self) -> None:
-        reserved = 2 if self.oov else 1
+        reserved = self.reserved
         if not isinstance(self.vocab_size, int) or self.vocab_size <= reserved:
             raise ConfigError(f"vocab_size must be an integer above {reserved}, got {self.vocab_size!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
@@ -92,6 +111,10 @@ class VectorizerSettings:
             raise ConfigError("shapes and length_signal need a max_length (they have one place per position)")
         if not isinstance(self.shape_vocab_size, int) or self.shape_vocab_size < 3:
             raise ConfigError(f"shape_vocab_size must be an integer above 2, got {self.shape_vocab_size!r}")
+        if self.rare and (not self.oov or self.min_count < 3):
+            raise ConfigError(
+                "rare needs oov on and a min_count of 3 or more (a token seen twice is the rare one of training)"
+            )
 
     def channels(self) -> dict[str, tuple[int, int]]:
         """``(first column, width)`` of each channel that is on, in column order: ``tokens`` always, then ``bag``,
@@ -112,6 +135,22 @@ class VectorizerSettings:
             assert self.max_length is not None
             out["length"] = (start, self.max_length + 2)
         return out
+
+    def novelty_columns(self) -> np.ndarray:
+        """The columns that say "a token without a place of its own is here": ``<oov>`` and ``<rare>`` of the token
+        places (at every position with the positional encoding) and of the bag. Empty with OOV off."""
+        special = [OOV_INDEX] * self.oov + [RARE_INDEX] * self.rare
+        if not special:
+            return np.zeros(0, dtype=np.int64)
+        channels = self.channels()
+        start, width = channels["tokens"]
+        steps = self.max_length if self.encoding == "positional" else 1
+        assert steps is not None
+        cols = [start + k * self.vocab_size + i for k in range(steps) for i in special]
+        if "bag" in channels:
+            cols += [channels["bag"][0] + i for i in special]
+        assert all(c < start + width or "bag" in channels for c in cols)
+        return np.array(sorted(cols), dtype=np.int64)
 
     @property
     def n_features(self) -> int:
@@ -134,6 +173,8 @@ class VectorizerSettings:
             parts.append(f"token shapes ({self.shape_vocab_size} places x {self.max_length} positions)")
         if self.length_signal:
             parts.append(f"the length (0..{self.max_length}, or longer)")
+        if self.rare:
+            parts.append(f"tokens seen fewer than {self.min_count} times apart from never-seen ones")
         return ", ".join(parts) + f": {self.n_features:,} input places"
 
     @classmethod
@@ -222,6 +263,81 @@ def _frequent(values: pa.Array, min_count: int, room: int) -> list[str]:
     return [uniques[i] for i in order]
 
 
+def _counted(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Distinct values in order of first appearance, and how often each occurs."""
+    encoded = pc.dictionary_encode(values)
+    counts = np.bincount(encoded.indices.to_numpy(), minlength=len(encoded.dictionary))
+    return encoded.dictionary, counts
+
+
+_HASH_PRIME = np.uint64(0x100000001B3)
+
+
+def token_hashes(values: pa.Array) -> np.ndarray:
+    """A stable 64-bit hash of every string (a polynomial over its UTF-8 bytes, then the splitmix64 finalizer), in
+    numpy over the Arrow buffers: the same on every platform and version, so a bundle's rare tokens stay valid."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != pa.string():
+        values = values.cast(pa.string())
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[values.offset : values.offset + n + 1].astype(np.int64)
+    lengths = np.diff(offsets)
+    if buffers[2] is None or offsets[-1] == offsets[0]:
+        data = np.zeros(0, dtype=np.uint8)
+    else:
+        data = np.frombuffer(buffers[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    starts = offsets[:-1] - offsets[0]
+    powers = np.ones(int(lengths.max()) + 1, dtype=np.uint64)
+    h = np.zeros(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(1, len(powers)):
+            powers[k] = powers[k - 1] * _HASH_PRIME
+        if len(data):
+            where = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
+            terms = (data.astype(np.uint64) + np.uint64(1)) * powers[where]
+            filled = lengths > 0
+            h[filled] = np.add.reduceat(terms, starts[filled])
+        h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+@dataclass(frozen=True)
+class RareTokens:
+    """Tokens seen in training too rarely for a place of their own, as sorted 64-bit hashes: ``once`` those seen
+    exactly once, ``twice_or_more`` the others (which are rare in training rows too, see the module's ``rare``)."""
+
+    once: np.ndarray  # uint64, sorted
+    twice_or_more: np.ndarray  # uint64, sorted
+
+    @classmethod
+    def empty(cls) -> RareTokens:
+        return cls(np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.once) + len(self.twice_or_more)
+
+    def lookup(self, values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Per value: (seen once, seen twice or more)."""
+        h = token_hashes(values)
+        return _member(self.once, h), _member(self.twice_or_more, h)
+
+
+def _member(sorted_hashes: np.ndarray, h: np.ndarray) -> np.ndarray:
+    if len(sorted_hashes) == 0:
+        return np.zeros(len(h), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_hashes, h), len(sorted_hashes) - 1)
+    return sorted_hashes[at] == h
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A batch of encoded rows in CSR form, with what the vectorizer saw per row."""
@@ -280,9 +396,12 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 class Vectorizer:
     """A fitted vocabulary and the settings that turn strings into encoded rows."""
 
-    def __init__(self, settings: VectorizerSettings, vocabulary: Sequence[str], shapes: Sequence[str] = ()):
+    def __init__(
+        self, settings: VectorizerSettings, vocabulary: Sequence[str], shapes: Sequence[str] = (),
+        rare: RareTokens | None = None,
+    ):
         self.settings = settings
-        self.first_index = 2 if settings.oov else 1
+        self.first_index = settings.reserved
         if len(vocabulary) > settings.vocab_size - self.first_index:
             raise ConfigError(
                 f"vocabulary has {len(vocabulary)} tokens but vocab_size {settings.vocab_size} "
@@ -295,6 +414,9 @@ class Vectorizer:
             )
         self.vocabulary = list(vocabulary)
         self.shapes = list(shapes)
+        self.rare = rare if rare is not None else RareTokens.empty()
+        if len(self.rare) and not settings.rare:
+            raise ConfigError("rare tokens given to a vectorizer whose settings have rare off")
         self._value_set = pa.array(self.vocabulary, pa.string())
         self._shape_set = pa.array(self.shapes, pa.string())
 
@@ -305,43 +427,60 @@ class Vectorizer:
         tokens = tokenize(sequences, settings)
         if len(tokens.values) == 0:
             raise InputError("the training data holds no tokens: every line is empty after tokenizing")
-        room = settings.vocab_size - (2 if settings.oov else 1)
+        room = settings.vocab_size - settings.reserved
         vocabulary = _frequent(tokens.values, settings.min_count, room)
         shapes = (
             _frequent(token_shapes(tokens.values), settings.min_count, settings.shape_vocab_size - 2)
             if settings.shapes else []
         )
-        return cls(settings, vocabulary, shapes)
+        rare = None
+        if settings.rare:
+            distinct, counts = _counted(tokens.values)
+            out = ~pc.is_in(distinct, value_set=pa.array(vocabulary, pa.string())).to_numpy(zero_copy_only=False)
+            # Past the cap the most frequent rare tokens stay: a dropped one counts as never seen, live as in training.
+            chosen = np.flatnonzero(out)
+            chosen = chosen[np.argsort(-counts[chosen], kind="stable")][:RARE_MAX_TOKENS]
+            h = token_hashes(distinct.take(pa.array(chosen, pa.int64())))
+            once = counts[chosen] == 1
+            rare = RareTokens(np.sort(h[once]), np.sort(h[~once]))
+        return cls(settings, vocabulary, shapes, rare)
 
     @property
     def n_features(self) -> int:
         return self.settings.n_features
 
-    def token_ids(self, tokens: Tokens) -> np.ndarray:
-        """Index of every token: its vocabulary place, ``OOV_INDEX`` if unknown, or -1 (dropped) with OOV off."""
+    def token_ids(self, tokens: Tokens, training: bool = False) -> np.ndarray:
+        """Index of every token: its vocabulary place, ``RARE_INDEX`` if seen in training too rarely for one (with
+        ``rare`` on), ``OOV_INDEX`` if unknown, or -1 (dropped) with OOV off. ``training``: encode leave one out (a
+        token seen once in training is unknown to the row that holds it)."""
         found = pc.index_in(tokens.values, value_set=self._value_set)
         ids = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
         known = ids >= 0
         ids[known] += self.first_index
         if self.settings.oov:
             ids[~known] = OOV_INDEX
+        if self.settings.rare and len(self.rare) and not known.all():
+            unknown = np.flatnonzero(~known)
+            once, more = self.rare.lookup(tokens.values.take(pa.array(unknown, pa.int64())))
+            ids[unknown[more if training else once | more]] = RARE_INDEX
         return ids
 
-    def encode(self, sequences: Sequence[str] | pa.Array) -> Encoded:
+    def encode(self, sequences: Sequence[str] | pa.Array, training: bool = False) -> Encoded:
         """Encode a batch. Rows with no tokens come out all-zero; callers decide whether that is an error.
+        ``training``: these are the rows the vocabulary was fitted on (leave-one-out rare tokens, see ``rare``).
 
         A batch of more than ``ENCODE_CHUNK_ROWS`` rows is encoded in chunks of that many, so the intermediate arrays
         (tokens, ids, positions: several times the size of the result) stay bounded whatever the batch."""
         if len(sequences) > ENCODE_CHUNK_ROWS:
-            return concatenate([self._encode(sequences[i : i + ENCODE_CHUNK_ROWS])
+            return concatenate([self._encode(sequences[i : i + ENCODE_CHUNK_ROWS], training)
                                 for i in range(0, len(sequences), ENCODE_CHUNK_ROWS)])
-        return self._encode(sequences)
+        return self._encode(sequences, training)
 
-    def _encode(self, sequences: Sequence[str] | pa.Array) -> Encoded:
+    def _encode(self, sequences: Sequence[str] | pa.Array, training: bool = False) -> Encoded:
         s = self.settings
         tokens = tokenize(sequences, s)
         n = len(tokens.counts)
-        ids = all_ids = self.token_ids(tokens)
+        ids = all_ids = self.token_ids(tokens, training)
         rows, positions = tokens.rows, tokens.positions
         if not s.oov:
             # The original dropped unknown tokens before padding, so the later tokens move up a place.
@@ -443,6 +582,8 @@ class Vectorizer:
             return "<pad>", position
         if s.oov and column == OOV_INDEX:
             return "<oov>", position
+        if s.rare and column == RARE_INDEX:
+            return "<rare>", position
         i = column - self.first_index
         return (self.vocabulary[i] if i < len(self.vocabulary) else "<unused>"), position
 

@@ -20,10 +20,10 @@ def test_short_codes_get_positional_tokens_shapes_and_a_length_place():
     lines = codes(5_000)
     vec, mod, reasons = auto_settings(lines)
     assert vec.max_length == 4 and vec.encoding == "positional" and vec.bag == "counts"
-    assert vec.shapes and vec.length_signal and not vec.lower and vec.min_count == 2
+    assert vec.shapes and vec.length_signal and not vec.lower and vec.min_count == 3 and vec.rare
     fitted = Vectorizer.fit(lines, vec)
-    # Every token seen twice or more has a place; the vocabulary fills vocab_size exactly.
-    assert len(fitted.vocabulary) == vec.vocab_size - 2
+    # Every token seen three times or more has a place; the vocabulary fills vocab_size exactly.
+    assert len(fitted.vocabulary) == vec.vocab_size - 3
     assert {"DF", "QX", "MB", "FR"} <= set(fitted.vocabulary)
     assert set(fitted.shapes) == {"A", "9", "A9"} and vec.shape_vocab_size == 5
     assert len(reasons) >= 5 and any("max_length 4" in r for r in reasons) and any("A9" in r for r in reasons)
@@ -42,7 +42,9 @@ def test_one_off_values_stay_out_of_the_vocabulary():
     assert "session" in fitted.vocabulary and "user3" in fitted.vocabulary
     assert not any(t.isdigit() and int(t) >= 1000 for t in fitted.vocabulary)  # session numbers seen once each
     assert "9.9.9.9" in fitted.shapes and "a9" in fitted.shapes
-    assert any("rarer values" in r for r in reasons)
+    assert any("one rare place" in r for r in reasons)
+    # The session numbers, each seen once, are new to the training row that holds them and rare live.
+    assert len(fitted.rare.once) >= 2_000
 
 
 def test_long_lines_with_many_tokens_go_into_a_bag_and_lengths_are_capped():
@@ -90,9 +92,9 @@ def test_wide_inputs_train_in_larger_batches_while_an_epoch_keeps_its_steps():
 
     narrow = auto_settings(codes(20_000))[1]
     assert narrow.batch_size == AUTO_BATCH
-    # 24,000 words seen twice each, three per line: about 24,000 token places, wide.
+    # 24,000 words seen three times each, three per line: about 24,000 token places, wide.
     rng = np.random.default_rng(0)
-    words = np.repeat([f"w{i}" for i in range(24_000)], 2)
+    words = np.repeat([f"w{i}" for i in range(24_000)], 3)
     rng.shuffle(words)
     lines = [" ".join(words[i : i + 3]) for i in range(0, len(words) - 2, 3)]
     vec, mod, reasons = auto_settings(lines)

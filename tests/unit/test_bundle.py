@@ -121,7 +121,7 @@ def test_place_weights_round_trip_and_change_the_error(bundle_dir, tmp_path):
         tmp_path / "weighted", vectorizer=plain.vectorizer, layers=plain.scorer.layers,
         reference_errors=plain.reference_errors, threshold_percentile=99.0, place_weights=weights,
     )
-    assert json.loads((weighted_dir / "bundle.json").read_text())["format_version"] == 3
+    assert json.loads((weighted_dir / "bundle.json").read_text())["format_version"] == 4
     weighted = load_bundle(weighted_dir)
     np.testing.assert_allclose(weighted.scorer.place_weights, weights)
     assert weighted.describe()["error"] == "mean squared error weighted by place"
@@ -339,3 +339,29 @@ def test_any_damage_to_any_file_is_refused_with_a_bundle_error(tmp_path_factory)
         assert loaded.content_hash == load_bundle(pristine).content_hash
 
     damage()
+
+
+def test_rare_tokens_round_trip_and_a_bundle_without_them_is_refused(tmp_path):
+    settings = VectorizerSettings(vocab_size=8, max_length=4, encoding="positional", min_count=3, rare=True)
+    train = ["df 36 fr gx567"] * 3 + ["df 37 fr gx1"] * 2 + ["df 38 de gx2"]
+    vectorizer = Vectorizer.fit(train, settings)
+    width = settings.n_features
+    path = save_bundle(tmp_path / "b", vectorizer=vectorizer, layers=_layers(width=width),
+                       reference_errors=np.linspace(0.01, 1, 100), threshold_percentile=99.0)
+    doc = json.loads((path / "bundle.json").read_text())
+    assert doc["format_version"] == 4 and "rare_tokens.npz" in doc["files"]
+    b = load_bundle(path)
+    np.testing.assert_array_equal(b.vectorizer.rare.once, vectorizer.rare.once)
+    np.testing.assert_array_equal(b.vectorizer.rare.twice_or_more, vectorizer.rare.twice_or_more)
+    assert b.describe()["vocabulary"]["rare_tokens"] == {"seen_once": 3, "seen_twice_or_more": 2}  # 38 de gx2; 37 gx1
+    lines = ["df 37 fr gx567", "df 38 de gx2", "df 99 qq gx567"]
+    np.testing.assert_array_equal(b.vectorizer.encode(lines).indices, vectorizer.encode(lines).indices)
+    # A rare place is shown as the raw token it stands for, in one row and in batch.
+    assert any(i["token"] == "37" for i in b.explain("df 37 fr gx567", top=20))
+    batch = b.explain_batch(lines, top=20)
+    assert "37" in batch.tokens.to_pylist()[batch.indptr[0] : batch.indptr[1]]
+    assert batch.unknown.to_pylist() == [[], [], ["99", "qq"]]  # never-seen tokens only
+    del doc["files"]["rare_tokens.npz"]
+    (path / "bundle.json").write_text(json.dumps(_signed(doc)))
+    with pytest.raises(BundleError, match="rare_tokens.npz is not listed"):
+        load_bundle(path)

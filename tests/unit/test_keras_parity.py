@@ -63,3 +63,31 @@ def test_every_training_path_trains_the_same_model():
     x = tf.SparseTensor(indices, encoded.data, dense.shape)
     np.testing.assert_allclose(sparse_mse(encoded.n_features)(x, tf.constant(y)).numpy(),
                                ((dense - y) ** 2).mean(axis=1), rtol=1e-4, atol=1e-7)
+
+
+def test_every_training_path_keeps_the_novelty_places_hidden_and_trains_the_same_model():
+    """With hidden inputs (``hide_novelty``) the first layer's rows of the <oov> and <rare> places stay zero on every
+    path, so the model predicts those places from the rest of the row; the three paths still agree."""
+    from monitor.model import train_autoencoder
+
+    train = SEQUENCES + ["DF 37 FR GX568", "DF 37 FR GX569", "DF 38 FR GX567"] * 2
+    settings_v = VectorizerSettings(encoding="positional", bag="counts", shapes=True, length_signal=True, lower=False,
+                                    min_count=3, rare=True)
+    vectorizer = Vectorizer.fit(train, settings_v)
+    encoded = vectorizer.encode(train, training=True)
+    hidden = settings_v.novelty_columns()
+    assert len(hidden) == 2 * 4 + 2  # <oov> and <rare> at each of 4 positions and in the bag
+    lit = np.isin(encoded.indices, hidden)
+    assert lit.any()  # the training rows do light them
+    settings = ModelSettings(hidden=(16,), bottleneck=4, epochs=3, patience=0, batch_size=32, hide_novelty=True)
+    models = [train_autoencoder(encoded, encoded, settings, verbose=0, path=p, hidden_inputs=hidden)[0]
+              for p in ("sparse", "dense", "gram")]
+    for model in models:
+        kernel = model.get_weights()[0]
+        assert np.all(kernel[hidden] == 0) and np.abs(np.delete(kernel, hidden, axis=0)).max() > 0
+    for other in models[1:]:
+        for a, b in zip(models[0].get_weights(), other.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    # The places are still predicted: the output layer reconstructs them from context.
+    out_kernel = models[0].get_weights()[-2]
+    assert np.abs(out_kernel[:, hidden]).max() > 0

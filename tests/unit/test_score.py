@@ -99,6 +99,12 @@ def test_place_weights_are_the_inverse_mean_squared_residual_with_the_prior(outp
     # Repeating a row is the same as counting it twice.
     doubled = np.repeat(x, counts.astype(int), axis=0)
     np.testing.assert_allclose(place_weights(scorer, encoded_from_dense(doubled)), weights, rtol=1e-5)
+    # Novelty places weigh as a place never wrong in training, whatever their residuals; the others are unchanged.
+    novelty = np.array([1, 2])
+    pooled = place_weights(scorer, encoded_from_dense(x), counts, novelty=novelty)
+    np.testing.assert_allclose(pooled[novelty], (counts.sum() + PLACE_WEIGHT_PRIOR_ROWS) / PLACE_WEIGHT_PRIOR_ROWS)
+    np.testing.assert_allclose(np.delete(pooled, novelty), np.delete(weights, novelty), rtol=1e-12)
+    assert np.all(pooled[novelty] > weights[novelty])
 
 
 @pytest.mark.parametrize("output", ["linear", "relu"])

@@ -199,3 +199,62 @@ def test_a_large_batch_is_encoded_in_chunks_with_the_same_rows(monkeypatch):
         for field in ("indptr", "indices", "data", "token_counts", "oov_counts"):
             np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field), err_msg=field)
     assert chunked.indptr[-1] == len(chunked.indices) > 1_000
+
+
+# --- rare tokens apart from never-seen ones, leave one out in training ------------------------------------------------
+
+def test_token_hashes_are_stable_distinct_and_independent_of_slicing():
+    import pyarrow as pa
+
+    from monitor.vectorize import token_hashes
+
+    values = pa.array(["a", "ab", "ba", "abc", "a", "é", "x" * 300])
+    h = token_hashes(values)
+    assert h.dtype == np.uint64 and h[0] == h[4] and len(set(h.tolist())) == 6
+    np.testing.assert_array_equal(token_hashes(values.slice(2, 3)), h[2:5])
+    # Pinned: a bundle keeps these hashes, so the function must never change.
+    assert int(token_hashes(pa.array(["core.7156"]))[0]) == 13415238053830530226
+    many = pa.array([f"tok{i}" for i in range(200_000)])
+    assert len(np.unique(token_hashes(many))) == 200_000
+
+
+def test_rare_tokens_light_the_rare_place_and_training_rows_count_a_token_seen_once_as_new():
+    from monitor.vectorize import OOV_INDEX, RARE_INDEX
+
+    s = VectorizerSettings(vocab_size=10, max_length=2, encoding="positional", min_count=3, rare=True)
+    train = ["a x", "a x", "a x", "a y", "a y", "a z"]  # x: 3 (own place), y: 2 (rare), z: 1 (rare live, new in training)
+    v = Vectorizer.fit(train, s)
+    assert v.vocabulary == ["a", "x"] and v.first_index == 3
+    assert len(v.rare.once) == 1 and len(v.rare.twice_or_more) == 1
+
+    def second(rows, training=False):
+        return (v.encode(rows, training=training).indices.reshape(-1, 2)[:, 1] - s.vocab_size).tolist()
+
+    x = v.first_index + 1
+    assert second(["a x", "a y", "a z", "a new"]) == [x, RARE_INDEX, RARE_INDEX, OOV_INDEX]
+    assert second(["a x", "a y", "a z", "a new"], training=True) == [x, RARE_INDEX, OOV_INDEX, OOV_INDEX]
+    # Only never-seen tokens count as out of vocabulary.
+    assert v.encode(["a y", "a z", "a new"]).oov_counts.tolist() == [0, 0, 1]
+    assert v.token_of_column(s.vocab_size + RARE_INDEX) == ("<rare>", 1)
+    assert "fewer than 3 times" in s.describe()
+
+
+def test_rare_needs_oov_and_a_min_count_of_three():
+    with pytest.raises(ConfigError, match="rare"):
+        VectorizerSettings(min_count=2, rare=True)
+    with pytest.raises(ConfigError, match="rare"):
+        VectorizerSettings(min_count=3, rare=True, oov=False)
+    from monitor.vectorize import RareTokens
+
+    with pytest.raises(ConfigError, match="rare off"):
+        Vectorizer(VectorizerSettings(), [], rare=RareTokens(np.array([1], np.uint64), np.zeros(0, np.uint64)))
+
+
+def test_rare_tokens_past_the_cap_count_as_never_seen(monkeypatch):
+    import monitor.vectorize as vectorize
+
+    monkeypatch.setattr(vectorize, "RARE_MAX_TOKENS", 2)
+    s = VectorizerSettings(vocab_size=10, max_length=1, min_count=3, rare=True)
+    v = Vectorizer.fit(["b", "b", "c", "d", "e"], s)  # b twice first, then the first of the tokens seen once
+    assert len(v.rare.twice_or_more) == 1 and len(v.rare.once) == 1
+    assert v.encode(["b", "c", "d"]).oov_counts.tolist() == [0, 0, 1]
