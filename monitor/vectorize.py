@@ -143,13 +143,10 @@ class VectorizerSettings:
         if not special:
             return np.zeros(0, dtype=np.int64)
         channels = self.channels()
-        start, width = channels["tokens"]
-        steps = self.max_length if self.encoding == "positional" else 1
-        assert steps is not None
-        cols = [start + k * self.vocab_size + i for k in range(steps) for i in special]
+        steps = self.max_length if self.encoding == "positional" and self.max_length else 1
+        cols = [channels["tokens"][0] + k * self.vocab_size + i for k in range(steps) for i in special]
         if "bag" in channels:
             cols += [channels["bag"][0] + i for i in special]
-        assert all(c < start + width or "bag" in channels for c in cols)
         return np.array(sorted(cols), dtype=np.int64)
 
     @property
