@@ -151,8 +151,9 @@ def test_train_writes_bundle_and_inspect_describes_it(bundle, capsys):
     doc = json.loads(out)
     assert isinstance(doc["threshold"], float) and doc["threshold"] > 0
     assert doc["threshold_percentile"] == 99.0
-    assert doc["format_version"] == 3 and doc["error"] == "mean squared error weighted by place"
+    assert doc["format_version"] == 4 and doc["error"] == "mean squared error weighted by place"
     assert doc["vocabulary"]["tokens"] > 10
+    assert set(doc["vocabulary"]["rare_tokens"]) == {"seen_once", "seen_twice_or_more"}
     assert doc["vocabulary"]["first"] and all(isinstance(t, str) for t in doc["vocabulary"]["first"])
     # A dense autoencoder: layers chain up, the decoder mirrors the encoder, the output is as wide as the input.
     shapes = [re.fullmatch(r"(\d+)→(\d+) (\w+)", layer) for layer in doc["layers"]]
@@ -485,10 +486,10 @@ def test_bundle_from_a_future_version(bundle, tmp_path, capsys):
     future = copy_bundle(bundle, tmp_path)
     manifest = future / "bundle.json"
     doc = json.loads(manifest.read_text(encoding="utf-8"))
-    doc["format_version"] = 4
+    doc["format_version"] = 5
     manifest.write_text(json.dumps(_signed(doc)), encoding="utf-8")
     rc, out, err = run(capsys, "inspect", future)
-    assert_user_error(rc, out, err, "format version 4", "reads versions 1, 2, 3", "retrain")
+    assert_user_error(rc, out, err, "format version 5", "reads versions 1, 2, 3, 4", "retrain")
 
 
 # --- the installed command -------------------------------------------------------------------------------------------
