@@ -232,13 +232,19 @@ class Bundle:
         kind = column_oov[columns]
         special = column_special[columns]
         token_rows, token_positions, token_values, token_ids = self._special_tokens(sequences)
+
+        def of_index(index: int):
+            """Row, position and value of the tokens that light ``index``, and whether the encoding kept them
+            (within ``max_length``; the bag keeps all)."""
+            chosen = token_ids == index
+            positions = token_positions[chosen]
+            kept = positions < s.max_length if s.max_length is not None else np.ones(len(positions), dtype=bool)
+            return token_rows[chosen], positions, token_values.filter(pa.array(chosen)), kept
+
         for index in (OOV_INDEX, RARE_INDEX):
             if not (special == index).any():
                 continue
-            chosen = token_ids == index
-            u_rows, u_positions = token_rows[chosen], token_positions[chosen]
-            u_values = token_values.filter(pa.array(chosen))
-            u_kept = u_positions < s.max_length if s.max_length is not None else np.ones(len(u_rows), dtype=bool)
+            u_rows, u_positions, u_values, u_kept = of_index(index)
             for oov_kind in (_OOV_AT_POSITION, _OOV_KEPT, _OOV_ALL):
                 mask = (kind == oov_kind) & (special == index)
                 if not mask.any():
@@ -252,9 +258,7 @@ class Bundle:
                     select = u_kept if oov_kind == _OOV_KEPT else np.ones(len(u_rows), dtype=bool)
                     labels = _distinct_labels(n, u_rows[select], u_values.filter(pa.array(select)), rows[mask])
                 tokens = pc.replace_with_mask(tokens, pa.array(mask), labels)
-        unknown = token_ids == OOV_INDEX
-        u_rows, u_values = token_rows[unknown], token_values.filter(pa.array(unknown))
-        u_kept = token_positions[unknown] < s.max_length if s.max_length is not None else np.ones(len(u_rows), bool)
+        u_rows, _, u_values, u_kept = of_index(OOV_INDEX)
         return Explanations(
             indptr=indptr,
             tokens=tokens,

@@ -92,16 +92,16 @@ def _keras():
     return keras
 
 
-def _blind_rows(columns: np.ndarray | None):
+def _blind_rows(n_features: int, columns: np.ndarray | None):
     """A kernel constraint that holds the first layer's rows of ``columns`` at zero (None: no constraint)."""
     if columns is None or len(columns) == 0:
         return None
     keras = _keras()
+    mask = np.ones((n_features, 1), dtype=np.float32)
+    mask[columns] = 0.0
 
     class BlindRows(keras.constraints.Constraint):
         def __call__(self, kernel):
-            mask = np.ones((kernel.shape[0], 1), dtype=np.float32)
-            mask[columns] = 0.0
             return kernel * mask
 
     return BlindRows()
@@ -123,7 +123,7 @@ def build_autoencoder(n_features: int, settings: ModelSettings, sparse: bool = F
     ``hidden_inputs``: columns the first layer is kept blind to while training (``ModelSettings.hide_novelty``)."""
     keras = _keras()
     layers = [keras.Input(shape=(n_features,), sparse=sparse)]
-    constraint = _blind_rows(hidden_inputs)
+    constraint = _blind_rows(n_features, hidden_inputs)
     widths = [*settings.hidden, settings.bottleneck]
     regularizer = keras.regularizers.L1(settings.l1_activity) if settings.l1_activity else None
     for k, units in enumerate(widths):
@@ -175,7 +175,7 @@ def _gram_autoencoder(n_features: int, settings: ModelSettings, hidden_inputs: n
         def __init__(self):
             super().__init__(name="seqmon_autoencoder_gram")
             widths = [*settings.hidden, settings.bottleneck, *reversed(settings.hidden)]
-            constraint = _blind_rows(hidden_inputs)
+            constraint = _blind_rows(n_features, hidden_inputs)
             self.body = [keras.layers.Dense(u, activation=settings.activation,
                                             kernel_constraint=constraint if k == 0 else None)
                          for k, u in enumerate(widths)]

@@ -246,25 +246,21 @@ def token_shapes(values: pa.Array) -> pa.Array:
     return pc.if_else(hexlike, pa.scalar("H", pa.string()), shapes)
 
 
+def _ranked(values: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The distinct values (in order of first appearance), how often each occurs, and their indices most frequent
+    first (ties: first appearance)."""
+    encoded = pc.dictionary_encode(values)
+    counts = np.bincount(encoded.indices.to_numpy(), minlength=len(encoded.dictionary))
+    # dictionary_encode numbers values by first appearance, so a stable sort on -count breaks ties that way.
+    return encoded.dictionary, counts, np.argsort(-counts, kind="stable")
+
+
 def _frequent(values: pa.Array, min_count: int, room: int) -> list[str]:
     """The values seen at least ``min_count`` times, most frequent first (ties: first appearance), at most ``room``."""
     if len(values) == 0:
         return []
-    encoded = pc.dictionary_encode(values)
-    codes = encoded.indices.to_numpy()
-    uniques = encoded.dictionary.to_pylist()
-    counts = np.bincount(codes, minlength=len(uniques))
-    # dictionary_encode numbers values by first appearance, so a stable sort on -count breaks ties that way.
-    order = np.argsort(-counts, kind="stable")
-    order = order[counts[order] >= min_count][:room]
-    return [uniques[i] for i in order]
-
-
-def _counted(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """Distinct values in order of first appearance, and how often each occurs."""
-    encoded = pc.dictionary_encode(values)
-    counts = np.bincount(encoded.indices.to_numpy(), minlength=len(encoded.dictionary))
-    return encoded.dictionary, counts
+    distinct, counts, order = _ranked(values)
+    return distinct.take(pa.array(order[counts[order] >= min_count][:room], pa.int64())).to_pylist()
 
 
 _HASH_PRIME = np.uint64(0x100000001B3)
@@ -288,11 +284,12 @@ def token_hashes(values: pa.Array) -> np.ndarray:
     else:
         data = np.frombuffer(buffers[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     starts = offsets[:-1] - offsets[0]
-    powers = np.ones(int(lengths.max()) + 1, dtype=np.uint64)
     h = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for k in range(1, len(powers)):
-            powers[k] = powers[k - 1] * _HASH_PRIME
+        # P**k mod 2**64 for every byte position: unsigned integer products wrap, as the hash wants.
+        factors = np.full(int(lengths.max()) + 1, _HASH_PRIME, dtype=np.uint64)
+        factors[0] = 1
+        powers = np.cumprod(factors)
         if len(data):
             where = np.arange(len(data), dtype=np.int64) - np.repeat(starts, lengths)
             terms = (data.astype(np.uint64) + np.uint64(1)) * powers[where]
@@ -424,19 +421,18 @@ class Vectorizer:
         tokens = tokenize(sequences, settings)
         if len(tokens.values) == 0:
             raise InputError("the training data holds no tokens: every line is empty after tokenizing")
-        room = settings.vocab_size - settings.reserved
-        vocabulary = _frequent(tokens.values, settings.min_count, room)
+        distinct, counts, order = _ranked(tokens.values)
+        kept = order[counts[order] >= settings.min_count][: settings.vocab_size - settings.reserved]
+        vocabulary = distinct.take(pa.array(kept, pa.int64())).to_pylist()
         shapes = (
             _frequent(token_shapes(tokens.values), settings.min_count, settings.shape_vocab_size - 2)
             if settings.shapes else []
         )
         rare = None
         if settings.rare:
-            distinct, counts = _counted(tokens.values)
-            out = ~pc.is_in(distinct, value_set=pa.array(vocabulary, pa.string())).to_numpy(zero_copy_only=False)
-            # Past the cap the most frequent rare tokens stay: a dropped one counts as never seen, live as in training.
-            chosen = np.flatnonzero(out)
-            chosen = chosen[np.argsort(-counts[chosen], kind="stable")][:RARE_MAX_TOKENS]
+            # Every token without a place, most frequent first: past the cap the most frequent stay, and a dropped
+            # one counts as never seen, live as in training.
+            chosen = order[len(kept) :][:RARE_MAX_TOKENS]
             h = token_hashes(distinct.take(pa.array(chosen, pa.int64())))
             once = counts[chosen] == 1
             rare = RareTokens(np.sort(h[once]), np.sort(h[~once]))
